@@ -1,0 +1,392 @@
+//! The command line: run, list, validate, probe, and the hidden per-case child entry point.
+
+use crate::exit;
+use crate::probe::{self, Probe};
+use crate::report::console;
+use crate::run::{BaselineChoice, EventSink, Runner, Selection, load_selection, skip_reason, baseline_for};
+use crate::suite::LoadError;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "gmemconf", version, about = "Conformance suite and test runner for KVM guest_memfd")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run suites against this host's /dev/kvm (all built-in suites when no file is given).
+    Run(RunArgs),
+    /// List every case, with whether it would run here or why it is skipped.
+    List(ListArgs),
+    /// Check suite and baseline files without running anything.
+    Validate {
+        /// Suite files or directories (default: the built-in suites).
+        files: Vec<PathBuf>,
+    },
+    /// Show what this host's KVM can do.
+    Probe {
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Internal: run one case in this process and report on fd 3.
+    #[command(name = "__case", hide = true)]
+    Case {
+        #[arg(long)]
+        suite: String,
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Args)]
+struct Selecting {
+    /// Suite files or directories (default: the built-in suites).
+    suites: Vec<PathBuf>,
+    /// Run only cases whose id contains this text (with --exact: equals it).
+    #[arg(short = 'f', long)]
+    filter: Option<String>,
+    #[arg(long)]
+    exact: bool,
+    /// Leave out cases whose id contains this text (repeatable).
+    #[arg(long)]
+    skip: Vec<String>,
+    /// Baseline directory (default: `baselines/` beside the suites given, else the built-in ones).
+    #[arg(long, conflicts_with = "no_baselines")]
+    baselines: Option<PathBuf>,
+    /// Apply no baselines: every deviation is a plain failure.
+    #[arg(long)]
+    no_baselines: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    select: Selecting,
+    /// List the selected cases instead of running them (libtest format, for cargo nextest).
+    #[arg(long)]
+    list: bool,
+    /// Run only the cases marked `ignore:` (slow or disruptive).
+    #[arg(long)]
+    ignored: bool,
+    #[arg(long)]
+    include_ignored: bool,
+    /// Cases run at once, each in its own process (default: twice the CPUs).
+    #[arg(long)]
+    test_threads: Option<usize>,
+    /// `json`: one event per line on stdout, flushed as each case ends; the console goes to stderr.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    /// Also write the JSON-lines events to this file.
+    #[arg(long)]
+    events: Option<PathBuf>,
+    /// Multiply every case's timeout (slow or emulated hosts).
+    #[arg(long, default_value_t = 1.0)]
+    timeout_scale: f64,
+    /// Accepted for libtest compatibility (cargo nextest passes them); no effect.
+    #[arg(long, hide = true)]
+    nocapture: bool,
+    #[arg(long, hide = true)]
+    color: Option<String>,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[command(flatten)]
+    select: Selecting,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    match cli.cmd {
+        Cmd::Run(args) => run(args),
+        Cmd::List(args) => list(args),
+        Cmd::Validate { files } => validate(&files),
+        Cmd::Probe { format } => probe_cmd(format),
+        Cmd::Case { suite, id } => ExitCode::from(crate::exec::child::case_main(&suite, &id) as u8),
+    }
+}
+
+fn print_load_errors(errors: &[LoadError]) -> ExitCode {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    eprintln!("gmemconf: {} error(s) in suite files", errors.len());
+    ExitCode::from(exit::USAGE)
+}
+
+fn select(s: &Selecting) -> Result<Selection, ExitCode> {
+    let choice = match (&s.baselines, s.no_baselines) {
+        (_, true) => BaselineChoice::None,
+        (Some(d), _) => BaselineChoice::Dir(d),
+        (None, false) => BaselineChoice::Auto,
+    };
+    let selection = load_selection(&s.suites, choice).map_err(|e| print_load_errors(&e))?;
+    Ok(selection)
+}
+
+fn libtest_args(s: &Selecting) -> libtest_mimic::Arguments {
+    libtest_mimic::Arguments { filter: s.filter.clone(), exact: s.exact, skip: s.skip.clone(), ..Default::default() }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let selection = match select(&args.select) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if !(args.timeout_scale > 0.0 && args.timeout_scale <= 100.0) {
+        eprintln!("gmemconf: --timeout-scale must be in (0, 100], got {}", args.timeout_scale);
+        return ExitCode::from(exit::USAGE);
+    }
+    let mut la = libtest_args(&args.select);
+    la.list = args.list;
+    la.ignored = args.ignored;
+    la.include_ignored = args.include_ignored;
+    la.test_threads = Some(args.test_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
+    }));
+    if args.list {
+        la.format = Some(libtest_mimic::FormatSetting::Terse);
+        let probe = probe::gather();
+        let runner = Arc::new(Runner::new(PathBuf::new(), probe, 1.0, EventSink::new(None)));
+        let _ = libtest_mimic::run(&la, console::trials(&runner, &selection));
+        return ExitCode::from(exit::OK);
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("gmemconf: cannot find its own executable to start case processes: {e}");
+            return ExitCode::from(exit::TARGET_BROKEN);
+        }
+    };
+    let mut outputs: Vec<Box<dyn Write + Send>> = Vec::new();
+    if args.format == Format::Json {
+        match json_stdout() {
+            Ok(f) => outputs.push(Box::new(f)),
+            Err(e) => {
+                eprintln!("gmemconf: cannot set up JSON output: {e}");
+                return ExitCode::from(exit::TARGET_BROKEN);
+            }
+        }
+    }
+    if let Some(path) = &args.events {
+        match std::fs::File::create(path) {
+            Ok(f) => outputs.push(Box::new(f)),
+            Err(e) => {
+                eprintln!("gmemconf: cannot write events to {}: {e}", path.display());
+                return ExitCode::from(exit::USAGE);
+            }
+        }
+    }
+    let sink_out: Option<Box<dyn Write + Send>> = match outputs.len() {
+        0 => None,
+        1 => outputs.pop(),
+        _ => Some(Box::new(Tee(outputs))),
+    };
+    let started = Instant::now();
+    let probe = probe::gather();
+    let kvm_broken = probe.kvm_error.clone();
+    let runner = Arc::new(Runner::new(exe, probe, args.timeout_scale, EventSink::new(sink_out)));
+    let trials = console::trials(&runner, &selection);
+    runner.start(trials.len());
+    let _ = libtest_mimic::run(&la, trials);
+    let counts = runner.finish();
+    let sink = match runner.sink.lock() {
+        Ok(s) => s,
+        Err(p) => p.into_inner(),
+    };
+    eprint!("{}", console::summary(&counts, &sink.events, &runner.fingerprint, started.elapsed().as_secs_f64()));
+    if let Some(why) = kvm_broken {
+        eprintln!("gmemconf: the target is not usable: {why}");
+        return ExitCode::from(exit::TARGET_BROKEN);
+    }
+    if counts.total() == 0 {
+        eprintln!("gmemconf: no case matched the selection");
+        return ExitCode::from(exit::USAGE);
+    }
+    ExitCode::from(if counts.failed() { exit::CASE_FAILED } else { exit::OK })
+}
+
+/// Keeps the real stdout for JSON events and points fd 1 at stderr, so that nothing else printed
+/// (the libtest console included) can mix into the event stream.
+fn json_stdout() -> std::io::Result<std::fs::File> {
+    let stdout = std::io::stdout();
+    let _guard = stdout.lock();
+    // SAFETY: dup of our own stdout gives a new fd we own.
+    let fd = unsafe { libc::dup(stdout.as_raw_fd()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: make fd 1 a copy of fd 2; both are ours.
+    if unsafe { libc::dup2(2, 1) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nothing else owns.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+struct Tee(Vec<Box<dyn Write + Send>>);
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for w in &mut self.0 {
+            w.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.iter_mut().try_for_each(|w| w.flush())
+    }
+}
+
+fn list(args: ListArgs) -> ExitCode {
+    let selection = match select(&args.select) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let probe = probe::gather();
+    let la = libtest_args(&args.select);
+    let mut shown = 0;
+    for case in selection.cases() {
+        let trial = libtest_mimic::Trial::test(case.id.clone(), || Ok(()));
+        if la.is_filtered_out(&trial) {
+            continue;
+        }
+        shown += 1;
+        let skip = skip_reason(case, &probe);
+        let baseline = baseline_for(case, &selection.baselines, &probe);
+        if args.format == Format::Json {
+            let v = serde_json::json!({
+                "id": case.id,
+                "location": case.location(),
+                "ref": case.reference,
+                "requires": case.requires.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "run": skip.is_none(),
+                "skip_reason": skip,
+                "ignored": case.ignore,
+                "baseline": baseline.map(|b| &b.reason),
+                "steps": case.steps.len(),
+            });
+            println!("{v}");
+        } else {
+            let state = match (&skip, &case.ignore, baseline) {
+                (Some(why), _, _) => format!("skip  ({why})"),
+                (None, Some(why), _) => format!("ignored  ({why}; run with --ignored)"),
+                (None, None, Some(b)) => format!("xfail  ({})", b.reason),
+                (None, None, None) => "run".to_string(),
+            };
+            println!("{:<72} {state}", case.id);
+        }
+    }
+    if shown == 0 {
+        eprintln!("gmemconf: no case matched the selection");
+        return ExitCode::from(exit::USAGE);
+    }
+    ExitCode::from(exit::OK)
+}
+
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let selection = match load_selection(files, BaselineChoice::Auto) {
+        Ok(s) => s,
+        Err(e) => return print_load_errors(&e),
+    };
+    let mut problems = Vec::new();
+    for b in &selection.baselines {
+        if !selection.cases().any(|c| b.matches_case(&c.id)) {
+            problems.push(format!(
+                "{}:{}: error: baseline `{}` matches no case\n  help: check the id with `gmemconf list`, or remove the stale entry",
+                b.file, b.line, b.case
+            ));
+        }
+    }
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    if !problems.is_empty() {
+        return ExitCode::from(exit::USAGE);
+    }
+    let cases = selection.cases().count();
+    println!(
+        "gmemconf: {} suite(s), {cases} cases, {} baseline entries: valid",
+        selection.suites.len(),
+        selection.baselines.len()
+    );
+    ExitCode::from(exit::OK)
+}
+
+fn probe_cmd(format: Format) -> ExitCode {
+    let p = probe::gather();
+    if format == Format::Json {
+        match serde_json::to_string_pretty(&p) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("gmemconf: {e}"),
+        }
+    } else {
+        print!("{}", render_probe(&p));
+    }
+    ExitCode::from(if p.kvm_error.is_some() { exit::TARGET_BROKEN } else { exit::OK })
+}
+
+fn render_probe(p: &Probe) -> String {
+    use crate::suite::names::GMEM_FLAGS;
+    let mut s = String::new();
+    s.push_str(&format!("kernel:          {}\n", p.kernel_release));
+    s.push_str(&format!("cpu vendor:      {}\n", p.cpu_vendor));
+    s.push_str(&format!("virtualization:  {} ({})\n", p.virt, p.virt_detail));
+    s.push_str(&format!("numa nodes:      {}\n", p.numa_nodes));
+    if let Some(e) = &p.kvm_error {
+        s.push_str(&format!("/dev/kvm:        UNUSABLE: {e}\n"));
+        return s;
+    }
+    s.push_str(&format!("KVM API version: {}\n", p.api_version.map_or("?".into(), |v| v.to_string())));
+    s.push_str("capabilities (KVM_CHECK_EXTENSION)   on /dev/kvm   on a default VM\n");
+    for (name, v) in &p.caps_system {
+        let vm = p.caps_vm.get(name).copied().unwrap_or(0);
+        s.push_str(&format!("  KVM_CAP_{name:<28} {v:>#10x}   {vm:>#10x}\n"));
+    }
+    s.push_str("VM types           advertised  KVM_CREATE_VM  GUEST_MEMFD  GUEST_MEMFD_FLAGS\n");
+    for t in &p.vm_types {
+        s.push_str(&format!(
+            "  {:<3} {:<13} {:<11} {:<14} {:<12} {}\n",
+            t.value,
+            t.name,
+            if t.advertised { "yes" } else { "no" },
+            t.create,
+            t.guest_memfd.map_or("-".into(), |v| v.to_string()),
+            t.gmem_flags.map_or("-".into(), |f| format!("{f:#x} ({})", GMEM_FLAGS.render(f)))
+        ));
+    }
+    s
+}
+
+/// Entry point for the `cargo test`/`cargo nextest` harness: the built-in suites as libtest
+/// trials, executed by the `gmemconf` binary at `exe`.
+pub fn harness_main(args: libtest_mimic::Arguments, exe: PathBuf) -> ExitCode {
+    let selection = match load_selection(&[], BaselineChoice::Auto) {
+        Ok(s) => s,
+        Err(e) => return print_load_errors(&e),
+    };
+    let runner = Arc::new(Runner::new(exe, probe::gather(), 1.0, EventSink::new(None)));
+    libtest_mimic::run(&args, console::trials(&runner, &selection)).exit_code()
+}

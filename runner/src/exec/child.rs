@@ -1,0 +1,37 @@
+//! The case process: `gmemconf __case --suite S --id ID`. Loads the suite again, runs one case and
+//! reports over fd 3. Started fresh by exec (never a fork of the threaded runner).
+
+use super::interp::run_case;
+use super::protocol::{CaseResult, Message, REPORT_FD};
+use crate::probe::{self, Probe};
+use crate::suite::{Source, load::load};
+use std::io::Write;
+use std::os::fd::FromRawFd;
+
+pub fn case_main(suite_arg: &str, id: &str) -> i32 {
+    // SAFETY: the runner set up fd 3 as the write end of our report pipe; we own it from here.
+    let mut out = unsafe { std::fs::File::from_raw_fd(REPORT_FD) };
+    let mut send = |m: &Message| {
+        if let Ok(line) = serde_json::to_string(m) {
+            let _ = writeln!(out, "{line}");
+        }
+    };
+    let result = match find_and_run(suite_arg, id, &mut |i| send(&Message::Step { index: i })) {
+        Ok(r) => r,
+        Err(message) => CaseResult::Error { step: None, message },
+    };
+    send(&Message::Done { result });
+    0
+}
+
+fn find_and_run(suite_arg: &str, id: &str, on_step: &mut dyn FnMut(usize)) -> Result<CaseResult, String> {
+    let source = Source::from_arg(suite_arg);
+    let suite = load(&source).map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+    let case = suite
+        .cases
+        .iter()
+        .find(|c| c.id == id)
+        .ok_or_else(|| format!("no case `{id}` in {source}"))?;
+    let probe: Probe = probe::from_env().unwrap_or_else(probe::gather);
+    Ok(run_case(case, &probe, on_step))
+}

@@ -1,0 +1,262 @@
+//! Steps that are file syscalls on a descriptor: each returns the kernel's exact answer.
+
+use super::observe::{ObsResult, Observed};
+use super::world::{CaseError, Obj, World};
+use crate::suite::expect::FieldVal;
+use crate::suite::names::{FALLOC_MODES, SEALS, WHENCE, render_size};
+use crate::suite::step::{FdRef, SpliceDir};
+use std::ffi::CString;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Longest buffer a read/write step uses; longer requests are a case error, not a kernel verdict.
+const MAX_IO: u64 = 16 << 20;
+
+fn io_len(len: u64) -> Result<usize, CaseError> {
+    if len > MAX_IO {
+        return Err(CaseError(format!("I/O length {len:#x} exceeds gmemconf's {MAX_IO:#x} buffer")));
+    }
+    Ok(len as usize)
+}
+
+fn name(r: &FdRef) -> String {
+    match r {
+        FdRef::Named(n) => n.clone(),
+        FdRef::Closed => "<closed fd>".into(),
+        FdRef::Raw(n) => n.to_string(),
+    }
+}
+
+pub fn open(w: &mut World, as_: &str, path: &str, write: bool) -> Result<Observed, CaseError> {
+    let c = CString::new(path).map_err(|_| CaseError(format!("path `{path}` has a NUL byte")))?;
+    let flags = libc::O_CLOEXEC | if write { libc::O_RDWR } else { libc::O_RDONLY };
+    // SAFETY: c is a valid NUL-terminated path.
+    let fd = unsafe { libc::open(c.as_ptr(), flags) };
+    let obs = Observed::from_rc(fd.into(), format!("open(\"{path}\")"));
+    if fd >= 0 {
+        // SAFETY: fd was just returned by open and is owned by nothing else.
+        w.objects.insert(as_.to_string(), Obj::File(unsafe { OwnedFd::from_raw_fd(fd) }));
+    }
+    Ok(obs)
+}
+
+fn sized_file(fd: RawFd, size: u64, what: &str) -> Result<OwnedFd, CaseError> {
+    if fd < 0 {
+        return Err(CaseError(format!("cannot make {what}: {}", nix::errno::Errno::last())));
+    }
+    // SAFETY: fd was just created and is owned by nothing else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain syscall on our own fd.
+    if unsafe { libc::ftruncate(fd, size as i64) } < 0 {
+        return Err(CaseError(format!("cannot size {what}: {}", nix::errno::Errno::last())));
+    }
+    Ok(owned)
+}
+
+pub fn memfd(w: &mut World, as_: &str, size: u64) -> Result<Observed, CaseError> {
+    // SAFETY: static NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c"gmemconf".as_ptr(), libc::MFD_CLOEXEC) };
+    w.objects.insert(as_.into(), Obj::File(sized_file(fd, size, "a memfd")?));
+    Ok(Observed::new(ObsResult::Ok(0), format!("memfd_create, ftruncate to {}", render_size(size))))
+}
+
+pub fn tmpfile(w: &mut World, as_: &str, size: u64) -> Result<Observed, CaseError> {
+    let dir = CString::new(std::env::temp_dir().to_string_lossy().as_bytes()).map_err(|_| CaseError("bad temp dir".into()))?;
+    // SAFETY: valid path; O_TMPFILE makes an unnamed regular file.
+    let fd = unsafe { libc::open(dir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC, 0o600) };
+    w.objects.insert(as_.into(), Obj::File(sized_file(fd, size, "a regular temporary file")?));
+    Ok(Observed::new(ObsResult::Ok(0), format!("open(O_TMPFILE), ftruncate to {}", render_size(size))))
+}
+
+pub fn close(w: &mut World, fd: &FdRef) -> Result<Observed, CaseError> {
+    match fd {
+        FdRef::Named(n) if n != "kvm" => match w.objects.remove(n) {
+            Some(obj) => {
+                drop(obj);
+                Ok(Observed::new(ObsResult::Ok(0), format!("close({n})")))
+            }
+            None => Err(CaseError(format!("`{n}` does not exist (closed twice?)"))),
+        },
+        other => {
+            let raw = w.fd(other)?;
+            // SAFETY: closing a number that no live OwnedFd of ours owns (closed or literal).
+            let rc = unsafe { libc::close(raw) };
+            Ok(Observed::from_rc(rc.into(), format!("close({})", name(other))))
+        }
+    }
+}
+
+pub fn read(w: &World, fd: &FdRef, len: u64, offset: Option<i64>) -> Result<Observed, CaseError> {
+    let raw = w.fd(fd)?;
+    let mut buf = vec![0u8; io_len(len)?];
+    // SAFETY: buf has len writable bytes.
+    let rc = unsafe {
+        match offset {
+            None => libc::read(raw, buf.as_mut_ptr().cast(), buf.len()),
+            Some(off) => libc::pread(raw, buf.as_mut_ptr().cast(), buf.len(), off),
+        }
+    };
+    let call = match offset {
+        None => format!("read({}, {len})", name(fd)),
+        Some(off) => format!("pread({}, {len}, offset {off:#x})", name(fd)),
+    };
+    let obs = Observed::from_rc(rc as i64, call);
+    Ok(if rc >= 0 { obs.field("value", FieldVal::Int(rc as i128)) } else { obs })
+}
+
+pub fn write(w: &World, fd: &FdRef, len: u64, byte: u8, offset: Option<i64>) -> Result<Observed, CaseError> {
+    let raw = w.fd(fd)?;
+    let buf = vec![byte; io_len(len)?];
+    // SAFETY: buf has len readable bytes.
+    let rc = unsafe {
+        match offset {
+            None => libc::write(raw, buf.as_ptr().cast(), buf.len()),
+            Some(off) => libc::pwrite(raw, buf.as_ptr().cast(), buf.len(), off),
+        }
+    };
+    let call = match offset {
+        None => format!("write({}, {len} bytes of {byte:#04x})", name(fd)),
+        Some(off) => format!("pwrite({}, {len} bytes of {byte:#04x}, offset {off:#x})", name(fd)),
+    };
+    let obs = Observed::from_rc(rc as i64, call);
+    Ok(if rc >= 0 { obs.field("value", FieldVal::Int(rc as i128)) } else { obs })
+}
+
+fn with_value(rc: i64, call: String) -> Observed {
+    let obs = Observed::from_rc(rc, call);
+    if rc >= 0 { obs.field("value", FieldVal::Int(rc.into())) } else { obs }
+}
+
+pub fn lseek(w: &World, fd: &FdRef, offset: i64, whence: u64) -> Result<Observed, CaseError> {
+    let raw = w.fd(fd)?;
+    // SAFETY: plain syscall.
+    let rc = unsafe { libc::lseek(raw, offset, whence as i32) };
+    Ok(with_value(rc, format!("lseek({}, {offset:#x}, SEEK_{})", name(fd), WHENCE.render(whence).to_uppercase())))
+}
+
+pub fn ftruncate(w: &World, fd: &FdRef, size: i64) -> Result<Observed, CaseError> {
+    let raw = w.fd(fd)?;
+    // SAFETY: plain syscall.
+    let rc = unsafe { libc::ftruncate(raw, size) };
+    Ok(with_value(rc.into(), format!("ftruncate({}, {size:#x})", name(fd))))
+}
+
+pub fn fchmod(w: &World, fd: &FdRef, mode: u32) -> Result<Observed, CaseError> {
+    let raw = w.fd(fd)?;
+    // SAFETY: plain syscall.
+    let rc = unsafe { libc::fchmod(raw, mode) };
+    Ok(with_value(rc.into(), format!("fchmod({}, {mode:#o})", name(fd))))
+}
+
+pub fn fsync(w: &World, fd: &FdRef, data_only: bool) -> Result<Observed, CaseError> {
+    let raw = w.fd(fd)?;
+    // SAFETY: plain syscalls.
+    let rc = unsafe { if data_only { libc::fdatasync(raw) } else { libc::fsync(raw) } };
+    Ok(with_value(rc.into(), format!("{}({})", if data_only { "fdatasync" } else { "fsync" }, name(fd))))
+}
+
+pub fn add_seals(w: &World, fd: &FdRef, seals: u64) -> Result<Observed, CaseError> {
+    let raw = w.fd(fd)?;
+    // SAFETY: plain syscall.
+    let rc = unsafe { libc::fcntl(raw, libc::F_ADD_SEALS, seals as libc::c_int) };
+    Ok(with_value(rc.into(), format!("fcntl({}, F_ADD_SEALS, {})", name(fd), SEALS.render(seals))))
+}
+
+pub fn get_seals(w: &World, fd: &FdRef) -> Result<Observed, CaseError> {
+    let raw = w.fd(fd)?;
+    // SAFETY: plain syscall.
+    let rc = unsafe { libc::fcntl(raw, libc::F_GET_SEALS) };
+    let obs = with_value(rc.into(), format!("fcntl({}, F_GET_SEALS)", name(fd)));
+    Ok(if rc >= 0 { obs.field("seals", FieldVal::Int(rc.into())) } else { obs })
+}
+
+pub fn ioctl(w: &World, fd: &FdRef, request: u64, arg: u64) -> Result<Observed, CaseError> {
+    let raw = w.fd(fd)?;
+    // SAFETY: the request and integer argument are the case's; the kernel validates both, and an
+    // unknown request on these files reads no user memory.
+    let rc = unsafe { libc::ioctl(raw, request as libc::c_ulong, arg as libc::c_ulong) };
+    Ok(with_value(rc.into(), format!("ioctl({}, {request:#x}, {arg:#x})", name(fd))))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), CaseError> {
+    nix::unistd::pipe().map_err(|e| CaseError(format!("pipe: {e}")))
+}
+
+pub fn splice(w: &World, fd: &FdRef, dir: SpliceDir, len: u64, offset: i64) -> Result<Observed, CaseError> {
+    use std::os::fd::AsRawFd;
+    let raw = w.fd(fd)?;
+    let (r, wr) = pipe()?;
+    let mut off = offset;
+    let len = len.min(4096) as usize;
+    let rc = match dir {
+        SpliceDir::Out => {
+            // SAFETY: off is a valid loff_t; the pipe is ours.
+            unsafe { libc::splice(raw, &mut off, wr.as_raw_fd(), std::ptr::null_mut(), len, 0) }
+        }
+        SpliceDir::In => {
+            let data = vec![0xaau8; len];
+            // SAFETY: data is readable for len bytes; a fresh pipe holds 4096 bytes without blocking.
+            unsafe { libc::write(wr.as_raw_fd(), data.as_ptr().cast(), len) };
+            // SAFETY: as above.
+            unsafe { libc::splice(r.as_raw_fd(), std::ptr::null_mut(), raw, &mut off, len, 0) }
+        }
+    };
+    let what = match dir {
+        SpliceDir::Out => format!("splice({} @ {offset:#x} -> pipe, {len})", name(fd)),
+        SpliceDir::In => format!("splice(pipe -> {} @ {offset:#x}, {len})", name(fd)),
+    };
+    Ok(with_value(rc as i64, what))
+}
+
+pub fn copy_file_range(w: &World, from: &FdRef, to: &FdRef, len: u64) -> Result<Observed, CaseError> {
+    let (f, t) = (w.fd(from)?, w.fd(to)?);
+    // SAFETY: null offsets use the files' positions.
+    let rc = unsafe { libc::copy_file_range(f, std::ptr::null_mut(), t, std::ptr::null_mut(), len as usize, 0) };
+    Ok(with_value(rc as i64, format!("copy_file_range({} -> {}, {len})", name(from), name(to))))
+}
+
+pub fn sendfile(w: &World, from: &FdRef, to: &FdRef, len: u64) -> Result<Observed, CaseError> {
+    let (f, t) = (w.fd(from)?, w.fd(to)?);
+    // SAFETY: null offset uses the source file's position.
+    let rc = unsafe { libc::sendfile(t, f, std::ptr::null_mut(), len as usize) };
+    Ok(with_value(rc as i64, format!("sendfile({} -> {}, {len})", name(from), name(to))))
+}
+
+pub fn fallocate(w: &World, fd: &FdRef, mode: u64, offset: i64, len: i64) -> Result<Observed, CaseError> {
+    let raw = w.fd(fd)?;
+    // SAFETY: plain syscall.
+    let rc = unsafe { libc::fallocate(raw, mode as libc::c_int, offset, len) };
+    Ok(with_value(
+        rc.into(),
+        format!("fallocate({}, {}, offset {offset:#x}, len {len:#x})", name(fd), FALLOC_MODES.render(mode)),
+    ))
+}
+
+pub fn fstat(w: &World, fd: &FdRef) -> Result<Observed, CaseError> {
+    let raw = w.fd(fd)?;
+    // SAFETY: st is plain old data the kernel fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid, writable struct stat.
+    let rc = unsafe { libc::fstat(raw, &mut st) };
+    let obs = Observed::from_rc(rc.into(), format!("fstat({})", name(fd)));
+    if rc < 0 {
+        return Ok(obs);
+    }
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => "regular",
+        libc::S_IFDIR => "directory",
+        libc::S_IFCHR => "char",
+        libc::S_IFBLK => "block",
+        libc::S_IFIFO => "fifo",
+        libc::S_IFSOCK => "socket",
+        libc::S_IFLNK => "symlink",
+        _ => "unknown",
+    };
+    Ok(obs
+        .field("value", FieldVal::Int(0))
+        .field("size", FieldVal::Int(st.st_size.into()))
+        .field("blocks", FieldVal::Int(st.st_blocks.into()))
+        .field("blksize", FieldVal::Int(st.st_blksize.into()))
+        .field("nlink", FieldVal::Int(st.st_nlink.into()))
+        .field("perm", FieldVal::Int((st.st_mode & 0o7777).into()))
+        .field("type", FieldVal::Word(kind.into())))
+}

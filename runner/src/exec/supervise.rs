@@ -1,0 +1,186 @@
+//! Runs one case in its own process under a deadline: a new exec of this binary, in its own
+//! process group, stdin closed, reporting over a pipe. A signal, an exit or a hang of the child
+//! is that case's verdict; the run goes on.
+
+use super::protocol::{CaseResult, Message, REPORT_FD};
+use crate::probe::PROBE_ENV;
+use crate::suite::Case;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How a case process ended, before baselines are applied.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    Reported(CaseResult),
+    /// Killed at its deadline while running `step`.
+    Timeout { step: Option<usize>, stopped_by: &'static str },
+    /// Died of a signal it did not expect while running `step`.
+    Crashed { signal: String, step: Option<usize> },
+    /// Exited without reporting a result.
+    Vanished { status: String, step: Option<usize> },
+    /// Could not be started at all.
+    NotStarted(String),
+}
+
+pub struct Supervised {
+    pub ending: Ending,
+    pub duration: Duration,
+    /// What the child printed on stdout and stderr (bounded), for failure reports.
+    pub output: String,
+}
+
+const GRACE: Duration = Duration::from_millis(300);
+const OUTPUT_LIMIT: usize = 64 * 1024;
+
+pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Duration) -> Supervised {
+    let start = Instant::now();
+    let not_started = |msg: String| Supervised { ending: Ending::NotStarted(msg), duration: start.elapsed(), output: String::new() };
+    let (report_r, report_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return not_started(format!("pipe: {e}")),
+    };
+    let mut cmd = Command::new(exe);
+    cmd.arg("__case")
+        .arg("--suite")
+        .arg(case.source.to_arg())
+        .arg("--id")
+        .arg(&case.id)
+        .env(PROBE_ENV, probe_json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let w_fd = report_w.as_raw_fd();
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if w_fd == REPORT_FD {
+                if libc::fcntl(REPORT_FD, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(w_fd, REPORT_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return not_started(format!("cannot start {}: {e}", exe.display())),
+    };
+    drop(report_w);
+    let pgid = Pid::from_raw(child.id() as i32);
+
+    let (tx, rx) = mpsc::channel::<Message>();
+    let reader = std::thread::spawn(move || read_messages(report_r, tx));
+    let out_reader = child.stdout.take().map(|s| std::thread::spawn(move || read_bounded(s)));
+    let err_reader = child.stderr.take().map(|s| std::thread::spawn(move || read_bounded(s)));
+
+    let deadline = start + timeout;
+    let mut step = None;
+    let mut result = None;
+    let mut timed_out = None;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            timed_out = Some(stop(&mut child, pgid));
+            break;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok(Message::Step { index }) => step = Some(index),
+            Ok(Message::Done { result: r }) => {
+                result = Some(r);
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    // The case is over: whatever it left running in its group goes too.
+    let status = match timed_out {
+        Some(_) => child.wait().ok(),
+        None => wait_with_deadline(&mut child, pgid, Instant::now() + GRACE * 10),
+    };
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let _ = reader.join();
+    let mut output = String::new();
+    for (name, h) in [("stdout", out_reader), ("stderr", err_reader)] {
+        if let Some(text) = h.and_then(|h| h.join().ok()).filter(|t| !t.trim().is_empty()) {
+            output.push_str(&format!("--- {name} ---\n{text}"));
+        }
+    }
+    let ending = match (timed_out, result, status) {
+        (Some(stopped_by), _, _) => Ending::Timeout { step, stopped_by },
+        (None, Some(r), _) => Ending::Reported(r),
+        (None, None, Some(st)) => match st.signal() {
+            Some(sig) => Ending::Crashed {
+                signal: Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {sig}")),
+                step,
+            },
+            None => Ending::Vanished { status: format!("exit code {}", st.code().unwrap_or(-1)), step },
+        },
+        (None, None, None) => Ending::Vanished { status: "unknown exit".into(), step },
+    };
+    Supervised { ending, duration: start.elapsed(), output }
+}
+
+/// SIGTERM to the case's process group, a grace period, then SIGKILL. Says which one stopped it.
+fn stop(child: &mut std::process::Child, pgid: Pid) -> &'static str {
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let until = Instant::now() + GRACE;
+    while Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            return "SIGTERM";
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = killpg(pgid, Signal::SIGKILL);
+    "SIGKILL"
+}
+
+fn wait_with_deadline(child: &mut std::process::Child, pgid: Pid, until: Instant) -> Option<std::process::ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return Some(st),
+            Ok(None) if Instant::now() >= until => {
+                let _ = killpg(pgid, Signal::SIGKILL);
+                return child.wait().ok();
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Err(_) => return None,
+        }
+    }
+}
+
+fn read_messages(fd: OwnedFd, tx: mpsc::Sender<Message>) {
+    let reader = BufReader::new(std::fs::File::from(fd));
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        if let Ok(m) = serde_json::from_str::<Message>(&line)
+            && tx.send(m).is_err()
+        {
+            break;
+        }
+    }
+}
+
+fn read_bounded(mut r: impl Read) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while let Ok(n) = r.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        if buf.len() < OUTPUT_LIMIT {
+            buf.extend_from_slice(&chunk[..n.min(OUTPUT_LIMIT - buf.len())]);
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}

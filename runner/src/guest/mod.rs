@@ -1,0 +1,8 @@
+//! Small guest programs, assembled at run time, that touch guest memory and report over port IO.
+
+pub mod program;
+pub mod protocol;
+pub mod run;
+
+pub use program::Program;
+pub use run::{GuestReport, run_program};

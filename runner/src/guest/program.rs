@@ -1,0 +1,116 @@
+//! The guest programs. Each runs in flat 32-bit protected mode from the vCPU's code page, touches
+//! guest memory at the given guest-physical addresses, reports on the protocol ports, and halts.
+
+use super::protocol::*;
+use iced_x86::code_asm::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// Read the byte at `gpa` and report it.
+    Read { gpa: u64 },
+    /// Write `byte` at `gpa`.
+    Write { gpa: u64, byte: u8 },
+    /// Write `byte` to every byte of `gpa..gpa+len`.
+    Fill { gpa: u64, len: u64, byte: u8 },
+    /// Check that every byte of `gpa..gpa+len` is `byte`; report the first that is not.
+    Verify { gpa: u64, len: u64, byte: u8 },
+}
+
+pub const PROGRAM_NAMES: &[&str] = &["read", "write", "fill", "verify"];
+
+impl Program {
+    pub fn assemble(&self, at: u64) -> Result<Vec<u8>, String> {
+        self.emit(at).map_err(|e| e.to_string())
+    }
+
+    fn emit(&self, at: u64) -> Result<Vec<u8>, AsmError> {
+        let mut a = CodeAssembler::new(32)?;
+        match *self {
+            Program::Read { gpa } => {
+                a.movzx(eax, byte_ptr(addr32(gpa)?))?;
+                a.out(PORT_VALUE as u32, eax)?;
+            }
+            Program::Write { gpa, byte } => {
+                a.mov(byte_ptr(addr32(gpa)?), u32::from(byte))?;
+            }
+            Program::Fill { gpa, len, byte } => {
+                a.mov(edi, addr32(gpa)?)?;
+                a.mov(ecx, addr32(len)?)?;
+                a.mov(al, u32::from(byte))?;
+                a.cld()?;
+                a.rep().stosb()?;
+            }
+            Program::Verify { gpa, len, byte } => {
+                let mut again = a.create_label();
+                let mut bad = a.create_label();
+                let mut end = a.create_label();
+                a.mov(esi, addr32(gpa)?)?;
+                a.mov(ecx, addr32(len)?)?;
+                a.test(ecx, ecx)?;
+                a.jz(end)?;
+                a.set_label(&mut again)?;
+                a.cmp(byte_ptr(esi), u32::from(byte))?;
+                a.jne(bad)?;
+                a.inc(esi)?;
+                a.dec(ecx)?;
+                a.jnz(again)?;
+                a.jmp(end)?;
+                a.set_label(&mut bad)?;
+                a.mov(eax, esi)?;
+                a.out(PORT_MISMATCH_GPA as u32, eax)?;
+                a.movzx(eax, byte_ptr(esi))?;
+                a.out(PORT_MISMATCH_BYTE as u32, al)?;
+                a.hlt()?;
+                a.set_label(&mut end)?;
+            }
+        }
+        a.xor(eax, eax)?;
+        a.out(PORT_DONE as u32, al)?;
+        a.hlt()?;
+        Ok(a.assemble(at)?)
+    }
+}
+
+#[derive(Debug)]
+enum AsmError {
+    Iced(iced_x86::IcedError),
+    Above4G(u64),
+}
+
+impl From<iced_x86::IcedError> for AsmError {
+    fn from(e: iced_x86::IcedError) -> Self {
+        AsmError::Iced(e)
+    }
+}
+
+impl std::fmt::Display for AsmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AsmError::Iced(e) => write!(f, "{e}"),
+            AsmError::Above4G(v) => write!(f, "{v:#x} is above 4 GiB: guest programs run in 32-bit mode"),
+        }
+    }
+}
+
+fn addr32(v: u64) -> Result<u32, AsmError> {
+    u32::try_from(v).map_err(|_| AsmError::Above4G(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_program_assembles_and_ends_in_hlt() {
+        for p in [
+            Program::Read { gpa: 0x1000 },
+            Program::Write { gpa: 0x1000, byte: 1 },
+            Program::Fill { gpa: 0x1000, len: 4096, byte: 0xaa },
+            Program::Verify { gpa: 0x1000, len: 4096, byte: 0xaa },
+        ] {
+            let code = p.assemble(0xfff0_0000).expect("assembles");
+            assert_eq!(code.last(), Some(&0xf4), "{p:?} ends in hlt");
+        }
+        assert!(Program::Read { gpa: 1 << 32 }.assemble(0).is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! The ports through which guest programs report to the host.
+
+/// A value the program read (byte or dword), in program order.
+pub const PORT_VALUE: u16 = 0x10;
+/// The program ran to its end; it halts right after.
+pub const PORT_DONE: u16 = 0x11;
+/// `verify` found a byte that differs: first its guest-physical address...
+pub const PORT_MISMATCH_GPA: u16 = 0x12;
+/// ...then the byte it found there.
+pub const PORT_MISMATCH_BYTE: u16 = 0x13;

@@ -1,0 +1,77 @@
+//! Runs a guest program on a vCPU until it halts or leaves for any other reason.
+
+use super::program::Program;
+use super::protocol::*;
+use crate::kvm::{GuestExit, KvmError, Vcpu};
+
+/// What a guest program reported and how its run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestReport {
+    /// Values reported on PORT_VALUE, in order.
+    pub values: Vec<u64>,
+    /// The program reached its end (PORT_DONE) before halting.
+    pub done: bool,
+    /// `verify`: first differing byte (gpa, byte found).
+    pub mismatch: Option<(u64, u8)>,
+    /// The exit that ended the run: `Hlt` for a program that finished.
+    pub last_exit: GuestExit,
+}
+
+#[derive(Debug)]
+pub enum RunError {
+    Assemble(String),
+    Kvm(KvmError),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Assemble(e) => write!(f, "cannot assemble the guest program: {e}"),
+            RunError::Kvm(e) => write!(f, "cannot set up the vCPU: {e}"),
+        }
+    }
+}
+
+/// Exits a program may take before it is cut off: every program is straight-line or bounded.
+const MAX_EXITS: usize = 100_000;
+
+/// Copies the program into the code page (`code_host` is the host view of `code_gpa`) and runs it.
+///
+/// # Safety
+/// `code_host` must point to at least 4 KiB of writable memory that backs `code_gpa` for this vCPU.
+pub unsafe fn run_program(
+    vcpu: &mut Vcpu,
+    code_host: *mut u8,
+    code_gpa: u64,
+    program: &Program,
+) -> Result<GuestReport, RunError> {
+    let code = program.assemble(code_gpa).map_err(RunError::Assemble)?;
+    assert!(code.len() <= 4096, "guest programs fit in one page");
+    // SAFETY: the caller guarantees 4 KiB of writable memory at `code_host`.
+    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), code_host, code.len()) };
+    vcpu.enter_flat32(code_gpa).map_err(RunError::Kvm)?;
+    let mut report = GuestReport {
+        values: Vec::new(),
+        done: false,
+        mismatch: None,
+        last_exit: GuestExit::Hlt,
+    };
+    let mut mismatch_gpa = None;
+    for _ in 0..MAX_EXITS {
+        let exit = vcpu.run_once();
+        match exit {
+            GuestExit::IoOut { port: PORT_VALUE, value } => report.values.push(value),
+            GuestExit::IoOut { port: PORT_DONE, .. } => report.done = true,
+            GuestExit::IoOut { port: PORT_MISMATCH_GPA, value } => mismatch_gpa = Some(value),
+            GuestExit::IoOut { port: PORT_MISMATCH_BYTE, value } => {
+                report.mismatch = Some((mismatch_gpa.unwrap_or(0), value as u8));
+            }
+            other => {
+                report.last_exit = other;
+                return Ok(report);
+            }
+        }
+    }
+    report.last_exit = GuestExit::Other(format!("more than {MAX_EXITS} port exits"));
+    Ok(report)
+}

@@ -1,0 +1,132 @@
+//! A vCPU in flat 32-bit protected mode (no paging: linear address = guest physical address),
+//! enough to run gmemconf's small guest programs anywhere below 4 GiB.
+
+use super::ioctl::{KvmError, Named};
+use kvm_bindings::kvm_segment;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use nix::errno::Errno;
+
+/// Why KVM_RUN returned, reduced to what a suite can state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestExit {
+    Hlt,
+    IoOut { port: u16, value: u64 },
+    IoIn { port: u16 },
+    Mmio { gpa: u64, write: bool },
+    Shutdown,
+    MemoryFault { gpa: u64, size: u64, flags: u64 },
+    InternalError,
+    FailEntry { reason: u64 },
+    Other(String),
+    /// KVM_RUN failed with this errno and no exit information.
+    Errno(Errno),
+}
+
+impl GuestExit {
+    /// The word suites use in `exit:` expectations.
+    pub fn word(&self) -> &'static str {
+        match self {
+            GuestExit::Hlt => "hlt",
+            GuestExit::IoOut { .. } | GuestExit::IoIn { .. } => "io",
+            GuestExit::Mmio { .. } => "mmio",
+            GuestExit::Shutdown => "shutdown",
+            GuestExit::MemoryFault { .. } => "memory_fault",
+            GuestExit::InternalError => "internal_error",
+            GuestExit::FailEntry { .. } => "fail_entry",
+            GuestExit::Other(_) => "other",
+            GuestExit::Errno(_) => "errno",
+        }
+    }
+}
+
+pub const EXIT_WORDS: &[&str] = &[
+    "hlt",
+    "io",
+    "mmio",
+    "shutdown",
+    "memory_fault",
+    "internal_error",
+    "fail_entry",
+    "other",
+];
+
+pub struct Vcpu {
+    fd: VcpuFd,
+}
+
+impl Vcpu {
+    pub fn new(fd: VcpuFd) -> Vcpu {
+        Vcpu { fd }
+    }
+
+    /// Puts the vCPU in 32-bit protected mode with flat 4 GiB segments, at `rip`.
+    pub fn enter_flat32(&mut self, rip: u64) -> Result<(), KvmError> {
+        let errno = |e: kvm_ioctls::Error| Errno::from_raw(e.errno());
+        let mut sregs = self.fd.get_sregs().map_err(errno).named("KVM_GET_SREGS")?;
+        let code = kvm_segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector: 0x08,
+            type_: 0xb,
+            present: 1,
+            dpl: 0,
+            db: 1,
+            s: 1,
+            l: 0,
+            g: 1,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        };
+        let data = kvm_segment {
+            selector: 0x10,
+            type_: 0x3,
+            ..code
+        };
+        sregs.cs = code;
+        sregs.ds = data;
+        sregs.es = data;
+        sregs.fs = data;
+        sregs.gs = data;
+        sregs.ss = data;
+        sregs.cr0 = (sregs.cr0 | 1) & !(1 << 31);
+        self.fd.set_sregs(&sregs).map_err(errno).named("KVM_SET_SREGS")?;
+        let mut regs = self.fd.get_regs().map_err(errno).named("KVM_GET_REGS")?;
+        regs.rip = rip;
+        regs.rflags = 0x2;
+        self.fd.set_regs(&regs).map_err(errno).named("KVM_SET_REGS")
+    }
+
+    /// One KVM_RUN.
+    pub fn run_once(&mut self) -> GuestExit {
+        match self.fd.run() {
+            Ok(VcpuExit::Hlt) => GuestExit::Hlt,
+            Ok(VcpuExit::IoOut(port, data)) => {
+                let mut bytes = [0u8; 8];
+                let n = data.len().min(8);
+                bytes[..n].copy_from_slice(&data[..n]);
+                GuestExit::IoOut {
+                    port,
+                    value: u64::from_le_bytes(bytes),
+                }
+            }
+            Ok(VcpuExit::IoIn(port, data)) => {
+                data.fill(0);
+                GuestExit::IoIn { port }
+            }
+            Ok(VcpuExit::MmioRead(gpa, data)) => {
+                data.fill(0);
+                GuestExit::Mmio { gpa, write: false }
+            }
+            Ok(VcpuExit::MmioWrite(gpa, _)) => GuestExit::Mmio { gpa, write: true },
+            Ok(VcpuExit::Shutdown) => GuestExit::Shutdown,
+            Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
+                GuestExit::MemoryFault { gpa, size, flags }
+            }
+            Ok(VcpuExit::InternalError) => GuestExit::InternalError,
+            Ok(VcpuExit::FailEntry(reason, _)) => GuestExit::FailEntry { reason },
+            Ok(other) => GuestExit::Other(format!("{other:?}")),
+            Err(e) => GuestExit::Errno(Errno::from_raw(e.errno())),
+        }
+    }
+}

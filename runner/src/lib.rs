@@ -1,0 +1,11 @@
+//! gmemconf: a conformance suite and test runner for KVM guest private memory (guest_memfd).
+
+pub mod cli;
+pub mod exec;
+pub mod exit;
+pub mod guest;
+pub mod kvm;
+pub mod probe;
+pub mod report;
+pub mod run;
+pub mod suite;

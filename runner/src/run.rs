@@ -1,0 +1,257 @@
+//! One run on the host target: select suites and baselines, gate each case on the probe, execute
+//! it in its own process, apply baselines, and record the event.
+
+use crate::exec::protocol::CaseResult;
+use crate::exec::supervise::{Ending, run_case_process};
+use crate::probe::Probe;
+use crate::report::event::{CaseEvent, Counts, Outcome, RunFinished, RunStarted};
+use crate::suite::baseline::{self, Baseline};
+use crate::suite::load::load;
+use crate::suite::{Case, LoadError, Source, Suite, embedded};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub struct Selection {
+    pub suites: Vec<Suite>,
+    pub baselines: Vec<Baseline>,
+}
+
+impl Selection {
+    pub fn cases(&self) -> impl Iterator<Item = &Case> {
+        self.suites.iter().flat_map(|s| s.cases.iter())
+    }
+}
+
+/// Suite files named on the command line (directories mean their `*.yaml`), or the embedded ones.
+pub fn suite_sources(paths: &[PathBuf]) -> Result<Vec<Source>, Vec<LoadError>> {
+    if paths.is_empty() {
+        return Ok(embedded::SUITES.iter().map(|(n, _)| Source::Embedded(n)).collect());
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| vec![io_error(p, &e.to_string())])?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "yaml") && f.is_file())
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(vec![io_error(p, "the directory has no .yaml suites")]);
+            }
+            out.extend(files.into_iter().map(Source::File));
+        } else if p.exists() {
+            out.push(Source::File(p.clone()));
+        } else {
+            return Err(vec![LoadError {
+                file: p.clone(),
+                loc: None,
+                message: "no such suite file".into(),
+                help: Some("give a suite file or directory (e.g. suites/sealing.yaml); run `gmemconf list` for the built-in suites".into()),
+            }]);
+        }
+    }
+    Ok(out)
+}
+
+fn io_error(p: &Path, msg: &str) -> LoadError {
+    LoadError { file: p.to_path_buf(), loc: None, message: msg.to_string(), help: None }
+}
+
+pub enum BaselineChoice<'a> {
+    None,
+    Dir(&'a Path),
+    /// Next to the suites given (their `baselines/`), else the embedded ones.
+    Auto,
+}
+
+pub fn load_selection(paths: &[PathBuf], baselines: BaselineChoice) -> Result<Selection, Vec<LoadError>> {
+    let sources = suite_sources(paths)?;
+    let mut suites = Vec::new();
+    let mut errors = Vec::new();
+    for s in &sources {
+        match load(s) {
+            Ok(suite) => suites.push(suite),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for s in &suites {
+        if !names.insert(s.name.clone()) {
+            errors.push(io_error(&s.source.path(), &format!("a second suite named `{}`", s.name)));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let baselines = match baselines {
+        BaselineChoice::None => Vec::new(),
+        BaselineChoice::Dir(d) => baseline::load_all(Some(d))?,
+        BaselineChoice::Auto => {
+            let beside = sources.iter().find_map(|s| match s {
+                Source::File(p) => p.parent().map(|d| d.join("baselines")).filter(|d| d.is_dir()),
+                Source::Embedded(_) => None,
+            });
+            baseline::load_all(beside.as_deref())?
+        }
+    };
+    Ok(Selection { suites, baselines })
+}
+
+/// Why a case cannot run on this target, if it cannot.
+pub fn skip_reason(case: &Case, probe: &Probe) -> Option<String> {
+    case.requires.iter().find_map(|r| probe.meets(r).err().map(|why| format!("needs {r}: {why}")))
+}
+
+pub fn baseline_for<'a>(case: &Case, baselines: &'a [Baseline], probe: &Probe) -> Option<&'a Baseline> {
+    baselines.iter().find(|b| b.matches_case(&case.id) && b.applies(probe))
+}
+
+/// Where events go as each case ends, and the tally for the summary and exit status.
+pub struct EventSink {
+    out: Option<Box<dyn Write + Send>>,
+    pub counts: Counts,
+    pub events: Vec<CaseEvent>,
+}
+
+impl EventSink {
+    pub fn new(out: Option<Box<dyn Write + Send>>) -> EventSink {
+        EventSink { out, counts: Counts::default(), events: Vec::new() }
+    }
+
+    pub fn line<T: serde::Serialize>(&mut self, event: &T) {
+        if let Some(out) = &mut self.out
+            && let Ok(line) = serde_json::to_string(event)
+        {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+
+    pub fn case(&mut self, e: CaseEvent) {
+        self.line(&e);
+        self.counts.add(e.outcome);
+        self.events.push(e);
+    }
+}
+
+pub struct Runner {
+    pub exe: PathBuf,
+    pub probe: Probe,
+    probe_json: String,
+    pub fingerprint: String,
+    pub timeout_scale: f64,
+    pub sink: Mutex<EventSink>,
+    started: Instant,
+}
+
+impl Runner {
+    pub fn new(exe: PathBuf, probe: Probe, timeout_scale: f64, sink: EventSink) -> Runner {
+        let probe_json = serde_json::to_string(&probe).unwrap_or_default();
+        let fingerprint = probe.fingerprint();
+        Runner { exe, probe, probe_json, fingerprint, timeout_scale, sink: Mutex::new(sink), started: Instant::now() }
+    }
+
+    pub fn start(&self, cases: usize) {
+        let e = RunStarted {
+            event: "run_started",
+            gmemconf: env!("CARGO_PKG_VERSION"),
+            target: "host",
+            fingerprint: self.fingerprint.clone(),
+            probe: &self.probe,
+            cases,
+        };
+        if let Ok(mut s) = self.sink.lock() {
+            s.line(&e);
+        }
+    }
+
+    pub fn finish(&self) -> Counts {
+        let mut sink = match self.sink.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let counts = sink.counts.clone();
+        sink.line(&RunFinished { event: "run_finished", counts: counts.clone(), duration_ms: self.started.elapsed().as_millis() as u64 });
+        counts
+    }
+
+    /// Runs one case (or skips it), records its event, and returns it.
+    pub fn execute(&self, case: &Case, baseline: Option<&Baseline>) -> CaseEvent {
+        let mut event = CaseEvent {
+            event: "case",
+            id: case.id.clone(),
+            outcome: Outcome::Pass,
+            duration_ms: 0,
+            location: case.location(),
+            reference: case.reference.clone(),
+            reason: None,
+            failure: None,
+            baseline: None,
+            output: None,
+            rerun: format!("gmemconf run {} --exact '{}'", case.source.path().display(), case.id),
+        };
+        if let Some(reason) = skip_reason(case, &self.probe) {
+            event.outcome = Outcome::Skip;
+            event.reason = Some(reason);
+        } else {
+            let timeout = Duration::from_secs_f64(case.timeout.as_secs_f64() * self.timeout_scale);
+            let sup = run_case_process(&self.exe, case, &self.probe_json, timeout);
+            event.duration_ms = sup.duration.as_millis() as u64;
+            let step_text = |step: Option<usize>| match step.and_then(|i| case.steps.get(i - 1).map(|s| (i, s))) {
+                Some((i, s)) => format!("step {i} of {} ({}, {}:{})", case.steps.len(), s.op.name(), case.source, s.loc),
+                None => "before its first step".to_string(),
+            };
+            match sup.ending {
+                Ending::Reported(CaseResult::Pass) => event.outcome = Outcome::Pass,
+                Ending::Reported(CaseResult::Fail(f)) => {
+                    event.outcome = Outcome::Fail;
+                    event.failure = Some(f);
+                }
+                Ending::Reported(CaseResult::Error { step, message }) => {
+                    event.outcome = Outcome::Error;
+                    event.reason = Some(format!("{message} ({})", step_text(step)));
+                }
+                Ending::Timeout { step, stopped_by } => {
+                    event.outcome = Outcome::Timeout;
+                    event.reason = Some(format!(
+                        "no result within {:.1} s; was running {}; stopped with {stopped_by}",
+                        timeout.as_secs_f64(),
+                        step_text(step)
+                    ));
+                }
+                Ending::Crashed { signal, step } => {
+                    event.outcome = Outcome::Crashed;
+                    event.reason = Some(format!("the case process died of {signal} during {}", step_text(step)));
+                }
+                Ending::Vanished { status, step } => {
+                    event.outcome = Outcome::Error;
+                    event.reason = Some(format!("the case process ended ({status}) without a result during {}", step_text(step)));
+                }
+                Ending::NotStarted(msg) => {
+                    event.outcome = Outcome::Error;
+                    event.reason = Some(msg);
+                }
+            }
+            if event.outcome != Outcome::Pass && !sup.output.is_empty() {
+                event.output = Some(sup.output);
+            }
+            if let Some(b) = baseline {
+                event.outcome = match event.outcome {
+                    Outcome::Fail | Outcome::Timeout | Outcome::Crashed => Outcome::Xfail,
+                    Outcome::Pass => Outcome::Xpass,
+                    other => other,
+                };
+                if matches!(event.outcome, Outcome::Xfail | Outcome::Xpass) {
+                    event.baseline = Some(b.clone());
+                }
+            }
+        }
+        if let Ok(mut s) = self.sink.lock() {
+            s.case(event.clone());
+        }
+        event
+    }
+}

@@ -1,0 +1,12 @@
+//! The suites and baselines built into the binary: `gmemconf run` with no files runs these, so the
+//! binary alone (e.g. as /init of a test kernel's initramfs) carries the whole conformance suite.
+
+pub const SUITES: &[(&str, &str)] = &[
+    ("suites/sealing.yaml", include_str!("../../../suites/sealing.yaml")),
+    ("suites/memslot-sharing.yaml", include_str!("../../../suites/memslot-sharing.yaml")),
+];
+
+pub const BASELINES: &[(&str, &str)] = &[(
+    "suites/baselines/host.yaml",
+    include_str!("../../../suites/baselines/host.yaml"),
+)];

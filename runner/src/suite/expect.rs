@@ -1,0 +1,191 @@
+//! What a step expects: success, an errno, a signal, and the fields of what it observed.
+//! An expectation may depend on a probed capability (`if:`/`then:`/`else:`).
+
+use super::Requirement;
+use super::error::{NResult, NodeError, unknown_name_help};
+use super::names::{self, FlagTable};
+use super::node::{Node, Value};
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+
+#[derive(Debug, Clone, Copy)]
+pub enum FieldKind {
+    Int,
+    Bool,
+    Word(&'static [&'static str]),
+    Flags(&'static FlagTable),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FieldSpec {
+    pub name: &'static str,
+    pub kind: FieldKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldVal {
+    Int(i128),
+    Bool(bool),
+    Word(String),
+}
+
+impl FieldVal {
+    pub fn render(&self, kind: Option<FieldKind>) -> String {
+        match (self, kind) {
+            (FieldVal::Int(v), Some(FieldKind::Flags(t))) => match u64::try_from(*v) {
+                Ok(v) => t.render(v),
+                Err(_) => v.to_string(),
+            },
+            (FieldVal::Int(v), _) if *v >= 4096 || *v > 9 && v & 0xf == 0 => format!("{v:#x}"),
+            (FieldVal::Int(v), _) => v.to_string(),
+            (FieldVal::Bool(b), _) => b.to_string(),
+            (FieldVal::Word(w), _) => w.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultExp {
+    Ok,
+    /// Any of these errnos (more than one only where the contract allows either).
+    Errno(Vec<Errno>),
+    Signal(Signal),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub result: ResultExp,
+    pub fields: Vec<(&'static str, FieldVal)>,
+}
+
+impl Outcome {
+    pub const OK: Outcome = Outcome {
+        result: ResultExp::Ok,
+        fields: Vec::new(),
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    Plain(Outcome),
+    If {
+        cond: Requirement,
+        negated: bool,
+        then: Box<Expect>,
+        otherwise: Box<Expect>,
+    },
+}
+
+impl Expect {
+    /// The outcome that applies on a target, given which requirements it meets.
+    pub fn resolve(&self, met: &dyn Fn(&Requirement) -> bool) -> &Outcome {
+        match self {
+            Expect::Plain(o) => o,
+            Expect::If { cond, negated, then, otherwise } => {
+                if met(cond) != *negated {
+                    then.resolve(met)
+                } else {
+                    otherwise.resolve(met)
+                }
+            }
+        }
+    }
+
+    /// True when the step must succeed whatever the target: then what it needs is implied.
+    pub fn is_unconditional_ok(&self) -> bool {
+        matches!(self, Expect::Plain(Outcome { result: ResultExp::Ok, .. }))
+    }
+}
+
+pub fn parse(node: Option<&Node>, fields: &[FieldSpec]) -> NResult<Expect> {
+    let Some(node) = node else {
+        return Ok(Expect::Plain(Outcome::OK));
+    };
+    match &node.value {
+        Value::Str(s) if s == "ok" => Ok(Expect::Plain(Outcome::OK)),
+        Value::Map(entries) if node.get("if").is_some() => {
+            for (k, _) in entries {
+                let key = k.as_str().unwrap_or_default();
+                if !["if", "then", "else"].contains(&key) {
+                    return Err(NodeError::at(k, format!("unknown key `{key}` in a conditional expectation"))
+                        .help("a conditional expectation is `{ if: <capability>, then: <expect>, else: <expect> }`"));
+                }
+            }
+            let cond_node = node.get("if").ok_or_else(|| NodeError::at(node, "missing `if`"))?;
+            let text = cond_node.as_str().unwrap_or_default();
+            let (negated, name) = match text.strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, text),
+            };
+            let cond = Requirement::parse(&Node::new(Value::Str(name.to_string()), cond_node.loc))?;
+            let branch = |key: &str| -> NResult<Expect> {
+                let n = node.get(key).ok_or_else(|| {
+                    NodeError::at(node, format!("conditional expectation needs `{key}`"))
+                        .help("write both branches: `then: ok`, `else: { errno: EINVAL }`")
+                })?;
+                parse(Some(n), fields)
+            };
+            Ok(Expect::If {
+                cond,
+                negated,
+                then: Box::new(branch("then")?),
+                otherwise: Box::new(branch("else")?),
+            })
+        }
+        Value::Map(entries) => {
+            let mut outcome = Outcome::OK;
+            for (k, v) in entries {
+                let key = k.as_str().unwrap_or_default();
+                match key {
+                    "errno" => {
+                        let list = match &v.value {
+                            Value::Seq(items) => items.iter().map(names::parse_errno).collect::<NResult<Vec<_>>>()?,
+                            _ => vec![names::parse_errno(v)?],
+                        };
+                        if list.is_empty() {
+                            return Err(NodeError::at(v, "`errno: []` expects nothing").help("name at least one errno"));
+                        }
+                        outcome.result = ResultExp::Errno(list);
+                    }
+                    "signal" => outcome.result = ResultExp::Signal(names::parse_signal(v)?),
+                    _ => {
+                        let spec = fields.iter().find(|f| f.name == key).ok_or_else(|| {
+                            let mut known: Vec<&str> = vec!["errno", "signal"];
+                            known.extend(fields.iter().map(|f| f.name));
+                            NodeError::at(k, format!("this step has no field `{key}` to expect"))
+                                .help(unknown_name_help(key, &known))
+                        })?;
+                        outcome.fields.push((spec.name, parse_field(v, spec)?));
+                    }
+                }
+            }
+            if matches!(outcome.result, ResultExp::Signal(_)) && !outcome.fields.is_empty() {
+                return Err(NodeError::at(node, "a step that dies of a signal observes no fields")
+                    .help("check the memory in a later step"));
+            }
+            Ok(Expect::Plain(outcome))
+        }
+        _ => Err(NodeError::at(node, format!("an expectation is `ok` or a mapping, found {}", node.kind()))
+            .help("write `expect: { errno: EINVAL }`, `expect: { signal: SIGBUS }`, `expect: { size: 4K }`")),
+    }
+}
+
+fn parse_field(node: &Node, spec: &FieldSpec) -> NResult<FieldVal> {
+    match spec.kind {
+        FieldKind::Int => names::parse_i128(node).map(FieldVal::Int),
+        FieldKind::Flags(t) => t.parse(node).map(|v| FieldVal::Int(v.into())),
+        FieldKind::Bool => match node.value {
+            Value::Bool(b) => Ok(FieldVal::Bool(b)),
+            _ => Err(NodeError::at(node, format!("`{}` is true or false", spec.name))),
+        },
+        FieldKind::Word(words) => {
+            let w = node.as_str().unwrap_or_default();
+            if words.contains(&w) {
+                Ok(FieldVal::Word(w.to_string()))
+            } else {
+                Err(NodeError::at(node, format!("`{}` cannot be `{}`", spec.name, node.render_compact()))
+                    .help(unknown_name_help(w, words)))
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! A loaded, validated suite: cases with stable ids, typed steps and their requirements.
+
+use super::Requirement;
+use super::node::Loc;
+use super::step::Step;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a suite's text came from: a file, or the copy built into the binary.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    File(std::path::PathBuf),
+    Embedded(&'static str),
+}
+
+impl Source {
+    /// The path to show in messages; embedded suites show their path in the repository.
+    pub fn path(&self) -> std::path::PathBuf {
+        match self {
+            Source::File(p) => p.clone(),
+            Source::Embedded(name) => std::path::PathBuf::from(name),
+        }
+    }
+
+    /// How a child process is told to load this source again.
+    pub fn to_arg(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Embedded(name) => format!("embedded:{name}"),
+        }
+    }
+
+    pub fn from_arg(arg: &str) -> Source {
+        match arg.strip_prefix("embedded:") {
+            Some(name) => super::embedded::SUITES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(n, _)| Source::Embedded(n))
+                .unwrap_or_else(|| Source::File(arg.into())),
+            None => Source::File(arg.into()),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path().display())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Suite {
+    pub name: String,
+    pub summary: String,
+    pub source: Source,
+    pub cases: Vec<Case>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// `suite::name[k=v,...]`: stable across runs and machines.
+    pub id: String,
+    pub name: String,
+    pub params: Vec<(String, String)>,
+    pub reference: String,
+    pub summary: Option<String>,
+    /// Everything the case needs: the suite's, the case's, and what its steps imply.
+    pub requires: Vec<Requirement>,
+    pub timeout: Duration,
+    /// Not run unless asked (`--ignored`), with the reason: slow or disruptive cases.
+    pub ignore: Option<String>,
+    pub steps: Vec<Step>,
+    pub loc: Loc,
+    pub source: Arc<Source>,
+}
+
+impl Case {
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.source, self.loc)
+    }
+}
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,117 @@
+//! The closed table of capability names that `requires:` and `if:` may use. Each is decided by
+//! the probe; an unknown name is a load error.
+
+use super::error::{NResult, NodeError, unknown_name_help};
+use super::names::GMEM_FLAGS;
+use super::node::Node;
+use crate::kvm::uapi::VM_TYPES;
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Requirement {
+    /// /dev/kvm opens and a default VM can be created.
+    Kvm,
+    /// KVM_CAP_GUEST_MEMFD on a default VM.
+    GuestMemfd,
+    UserMemory2,
+    MemoryFaultInfo,
+    MemoryAttributes,
+    /// KVM_CAP_MEMORY_ATTRIBUTES includes KVM_MEMORY_ATTRIBUTE_PRIVATE.
+    PrivateAttribute,
+    PreFault,
+    ExitHypercall,
+    /// The VM type is offered (KVM_CAP_VM_TYPES) and creates.
+    VmType(u64),
+    /// KVM_CAP_GUEST_MEMFD_FLAGS on a default VM includes these bits.
+    GmemFlags(u64),
+    /// More than one NUMA node with memory.
+    MultiNuma,
+}
+
+impl Requirement {
+    /// The names a suite may write, for help texts (`gmem_flag_bit.N` stands for 0..63).
+    pub fn known_names() -> Vec<String> {
+        let mut names: Vec<String> = [
+            "kvm",
+            "guest_memfd",
+            "user_memory2",
+            "memory_fault_info",
+            "memory_attributes",
+            "memory_attributes.private",
+            "pre_fault",
+            "exit_hypercall",
+            "numa.multi",
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
+        names.extend(VM_TYPES.iter().map(|(n, _)| format!("vm_type.{n}")));
+        names.extend(GMEM_FLAGS.bits.iter().map(|(n, _)| format!("gmem_flag.{n}")));
+        names.push("gmem_flag_bit.N".into());
+        names
+    }
+
+    pub fn parse_name(name: &str) -> Option<Requirement> {
+        Some(match name {
+            "kvm" => Requirement::Kvm,
+            "guest_memfd" => Requirement::GuestMemfd,
+            "user_memory2" => Requirement::UserMemory2,
+            "memory_fault_info" => Requirement::MemoryFaultInfo,
+            "memory_attributes" => Requirement::MemoryAttributes,
+            "memory_attributes.private" => Requirement::PrivateAttribute,
+            "pre_fault" => Requirement::PreFault,
+            "exit_hypercall" => Requirement::ExitHypercall,
+            "numa.multi" => Requirement::MultiNuma,
+            _ => {
+                if let Some(t) = name.strip_prefix("vm_type.") {
+                    let (_, v) = VM_TYPES.iter().find(|(n, _)| *n == t)?;
+                    Requirement::VmType(*v)
+                } else if let Some(f) = name.strip_prefix("gmem_flag.") {
+                    Requirement::GmemFlags(GMEM_FLAGS.bit(f)?)
+                } else if let Some(b) = name.strip_prefix("gmem_flag_bit.") {
+                    let bit: u32 = b.parse().ok().filter(|b| *b < 64)?;
+                    Requirement::GmemFlags(1u64 << bit)
+                } else {
+                    return None;
+                }
+            }
+        })
+    }
+
+    pub fn parse(node: &Node) -> NResult<Requirement> {
+        let name = node.as_str().ok_or_else(|| {
+            NodeError::at(node, format!("a requirement is a capability name, found {}", node.kind()))
+        })?;
+        Requirement::parse_name(name).ok_or_else(|| {
+            let known = Requirement::known_names();
+            let known: Vec<&str> = known.iter().map(String::as_str).collect();
+            NodeError::at(node, format!("unknown capability `{name}`"))
+                .help(unknown_name_help(name, &known))
+        })
+    }
+}
+
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Requirement::Kvm => write!(f, "kvm"),
+            Requirement::GuestMemfd => write!(f, "guest_memfd"),
+            Requirement::UserMemory2 => write!(f, "user_memory2"),
+            Requirement::MemoryFaultInfo => write!(f, "memory_fault_info"),
+            Requirement::MemoryAttributes => write!(f, "memory_attributes"),
+            Requirement::PrivateAttribute => write!(f, "memory_attributes.private"),
+            Requirement::PreFault => write!(f, "pre_fault"),
+            Requirement::ExitHypercall => write!(f, "exit_hypercall"),
+            Requirement::MultiNuma => write!(f, "numa.multi"),
+            Requirement::VmType(t) => write!(f, "vm_type.{}", crate::kvm::uapi::vm_type_name(*t)),
+            Requirement::GmemFlags(mask) => {
+                let named = GMEM_FLAGS.render(*mask);
+                if named.starts_with("0x") {
+                    write!(f, "gmem_flag_bit.{}", mask.trailing_zeros())
+                } else {
+                    write!(f, "gmem_flag.{named}")
+                }
+            }
+        }
+    }
+}
