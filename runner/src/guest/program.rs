@@ -14,9 +14,12 @@ pub enum Program {
     Fill { gpa: u64, len: u64, byte: u8 },
     /// Check that every byte of `gpa..gpa+len` is `byte`; report the first that is not.
     Verify { gpa: u64, len: u64, byte: u8 },
+    /// Read the first byte of every 4 KiB page of `gpa..gpa+len`, `iterations` times over (0: for
+    /// ever), then report the last byte read.
+    ReadLoop { gpa: u64, len: u64, iterations: u64 },
 }
 
-pub const PROGRAM_NAMES: &[&str] = &["read", "write", "fill", "verify"];
+pub const PROGRAM_NAMES: &[&str] = &["read", "write", "fill", "verify", "read_loop"];
 
 impl Program {
     pub fn assemble(&self, at: u64) -> Result<Vec<u8>, String> {
@@ -63,6 +66,27 @@ impl Program {
                 a.hlt()?;
                 a.set_label(&mut end)?;
             }
+            Program::ReadLoop { gpa, len, iterations } => {
+                let mut pass = a.create_label();
+                let mut page = a.create_label();
+                a.mov(edx, addr32(iterations)?)?;
+                a.xor(eax, eax)?;
+                a.set_label(&mut pass)?;
+                a.mov(esi, addr32(gpa)?)?;
+                a.mov(ecx, addr32(len.div_ceil(4096))?)?;
+                a.set_label(&mut page)?;
+                a.movzx(eax, byte_ptr(esi))?;
+                a.add(esi, 4096)?;
+                a.dec(ecx)?;
+                a.jnz(page)?;
+                if iterations > 0 {
+                    a.dec(edx)?;
+                    a.jnz(pass)?;
+                } else {
+                    a.jmp(pass)?;
+                }
+                a.out(PORT_VALUE as u32, eax)?;
+            }
         }
         a.xor(eax, eax)?;
         a.out(PORT_DONE as u32, al)?;
@@ -107,6 +131,7 @@ mod tests {
             Program::Write { gpa: 0x1000, byte: 1 },
             Program::Fill { gpa: 0x1000, len: 4096, byte: 0xaa },
             Program::Verify { gpa: 0x1000, len: 4096, byte: 0xaa },
+            Program::ReadLoop { gpa: 0x1000, len: 8192, iterations: 3 },
         ] {
             let code = p.assemble(0xfff0_0000).expect("assembles");
             assert_eq!(code.last(), Some(&0xf4), "{p:?} ends in hlt");

@@ -6,7 +6,7 @@ pub const SUITES: &[(&str, &str)] = &[
     ("suites/memslot-sharing.yaml", include_str!("../../../suites/memslot-sharing.yaml")),
 ];
 
-pub const BASELINES: &[(&str, &str)] = &[(
-    "suites/baselines/host.yaml",
-    include_str!("../../../suites/baselines/host.yaml"),
-)];
+pub const BASELINES: &[(&str, &str)] = &[
+    ("suites/baselines/sealing.yaml", include_str!("../../../suites/baselines/sealing.yaml")),
+    ("suites/baselines/memslot-sharing.yaml", include_str!("../../../suites/baselines/memslot-sharing.yaml")),
+];

@@ -33,7 +33,13 @@ pub fn load(source: &Source) -> Result<Suite, Vec<LoadError>> {
             .map(|(_, t)| (*t).to_string())
             .unwrap_or_default(),
     };
-    let root = node::parse(&text).map_err(|(message, loc)| {
+    load_text(&text, source)
+}
+
+/// Loads suite text as if read from `source` (errors name its path).
+pub fn load_text(text: &str, source: &Source) -> Result<Suite, Vec<LoadError>> {
+    let path = source.path();
+    let root = node::parse(text).map_err(|(message, loc)| {
         vec![LoadError { file: path.clone(), loc, message, help: Some("this is not valid YAML".into()) }]
     })?;
     parse_suite(&root, source).map_err(|errs| errs.into_iter().map(|e| e.in_file(&path)).collect())
@@ -327,3 +333,7 @@ pub fn parse_duration(node: &Node) -> NResult<Duration> {
     }
     Ok(d)
 }
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

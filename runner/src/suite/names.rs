@@ -42,10 +42,12 @@ impl FlagTable {
     pub fn parse(&self, node: &Node) -> NResult<u64> {
         match &node.value {
             Value::Seq(items) => items.iter().try_fold(0u64, |acc, item| Ok(acc | self.parse(item)?)),
-            Value::Str(s) => self.bit(s).ok_or_else(|| {
-                NodeError::at(node, format!("unknown {} `{s}`", self.what))
-                    .help(unknown_name_help(s, &self.names()))
-            }),
+            Value::Str(s) => match (self.bit(s), parse_size_expr(s)) {
+                (Some(bit), _) => Ok(bit),
+                (None, Some(v)) => u64::try_from(v).map_err(|_| NodeError::at(node, format!("{v} is not a mask"))),
+                (None, None) => Err(NodeError::at(node, format!("unknown {} `{s}`", self.what))
+                    .help(format!("{}; or a raw mask such as `1<<63`", unknown_name_help(s, &self.names())))),
+            },
             Value::Int(_) => parse_u64(node),
             Value::Null => Ok(0),
             _ => Err(NodeError::at(

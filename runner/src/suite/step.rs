@@ -180,6 +180,13 @@ fn program(a: &Args, node: &Node) -> NResult<Program> {
         "write" => Program::Write { gpa, byte: a.u8_or("byte", 0)? },
         "fill" => Program::Fill { gpa, len: a.u64_req("len")?, byte: a.u8_or("byte", 0)? },
         "verify" => Program::Verify { gpa, len: a.u64_req("len")?, byte: a.u8_or("byte", 0)? },
+        "read_loop" => {
+            let len = a.u64_req("len")?;
+            if len == 0 {
+                return Err(NodeError::at(a.req("len")?, "read_loop needs a non-empty range"));
+            }
+            Program::ReadLoop { gpa, len, iterations: a.u64_or("iterations", 1)? }
+        }
         other => {
             let at = a.get("program").unwrap_or(node);
             return Err(NodeError::at(at, format!("unknown guest program `{other}`"))
@@ -396,7 +403,7 @@ pub fn parse_op(op: &str, op_node: &Node, node: &Node) -> NResult<Op> {
             Op::MemRead { map: a.string_req("map")?, offset: a.u64_or("offset", 0)?, len: a.u64_or("len", 1)? }
         }
         "guest" => {
-            let a = args(&["vcpu", "program", "gpa", "len", "byte"])?;
+            let a = args(&["vcpu", "program", "gpa", "len", "byte", "iterations"])?;
             Op::Guest { vcpu: a.string_or("vcpu", "cpu")?, program: program(&a, node)? }
         }
         other => {
