@@ -27,7 +27,10 @@ impl Selection {
 /// Suite files named on the command line (directories mean their `*.yaml`), or the embedded ones.
 pub fn suite_sources(paths: &[PathBuf]) -> Result<Vec<Source>, Vec<LoadError>> {
     if paths.is_empty() {
-        return Ok(embedded::SUITES.iter().map(|(n, _)| Source::Embedded(n)).collect());
+        return Ok(embedded::SUITES
+            .iter()
+            .map(|(n, _)| Source::Embedded(n))
+            .collect());
     }
     let mut out = Vec::new();
     for p in paths {
@@ -57,7 +60,12 @@ pub fn suite_sources(paths: &[PathBuf]) -> Result<Vec<Source>, Vec<LoadError>> {
 }
 
 fn io_error(p: &Path, msg: &str) -> LoadError {
-    LoadError { file: p.to_path_buf(), loc: None, message: msg.to_string(), help: None }
+    LoadError {
+        file: p.to_path_buf(),
+        loc: None,
+        message: msg.to_string(),
+        help: None,
+    }
 }
 
 pub enum BaselineChoice<'a> {
@@ -67,7 +75,10 @@ pub enum BaselineChoice<'a> {
     Auto,
 }
 
-pub fn load_selection(paths: &[PathBuf], baselines: BaselineChoice) -> Result<Selection, Vec<LoadError>> {
+pub fn load_selection(
+    paths: &[PathBuf],
+    baselines: BaselineChoice,
+) -> Result<Selection, Vec<LoadError>> {
     let sources = suite_sources(paths)?;
     let mut suites = Vec::new();
     let mut errors = Vec::new();
@@ -80,7 +91,10 @@ pub fn load_selection(paths: &[PathBuf], baselines: BaselineChoice) -> Result<Se
     let mut names = std::collections::HashSet::new();
     for s in &suites {
         if !names.insert(s.name.clone()) {
-            errors.push(io_error(&s.source.path(), &format!("a second suite named `{}`", s.name)));
+            errors.push(io_error(
+                &s.source.path(),
+                &format!("a second suite named `{}`", s.name),
+            ));
         }
     }
     if !errors.is_empty() {
@@ -91,7 +105,10 @@ pub fn load_selection(paths: &[PathBuf], baselines: BaselineChoice) -> Result<Se
         BaselineChoice::Dir(d) => baseline::load_all(Some(d))?,
         BaselineChoice::Auto => {
             let beside = sources.iter().find_map(|s| match s {
-                Source::File(p) => p.parent().map(|d| d.join("baselines")).filter(|d| d.is_dir()),
+                Source::File(p) => p
+                    .parent()
+                    .map(|d| d.join("baselines"))
+                    .filter(|d| d.is_dir()),
                 Source::Embedded(_) => None,
             });
             baseline::load_all(beside.as_deref())?
@@ -102,11 +119,19 @@ pub fn load_selection(paths: &[PathBuf], baselines: BaselineChoice) -> Result<Se
 
 /// Why a case cannot run on this target, if it cannot.
 pub fn skip_reason(case: &Case, probe: &Probe) -> Option<String> {
-    case.requires.iter().find_map(|r| probe.meets(r).err().map(|why| format!("needs {r}: {why}")))
+    case.requires
+        .iter()
+        .find_map(|r| probe.meets(r).err().map(|why| format!("needs {r}: {why}")))
 }
 
-pub fn baseline_for<'a>(case: &Case, baselines: &'a [Baseline], probe: &Probe) -> Option<&'a Baseline> {
-    baselines.iter().find(|b| b.matches_case(&case.id) && b.applies(probe))
+pub fn baseline_for<'a>(
+    case: &Case,
+    baselines: &'a [Baseline],
+    probe: &Probe,
+) -> Option<&'a Baseline> {
+    baselines
+        .iter()
+        .find(|b| b.matches_case(&case.id) && b.applies(probe))
 }
 
 /// Where events go as each case ends, and the tally for the summary and exit status.
@@ -118,7 +143,11 @@ pub struct EventSink {
 
 impl EventSink {
     pub fn new(out: Option<Box<dyn Write + Send>>) -> EventSink {
-        EventSink { out, counts: Counts::default(), events: Vec::new() }
+        EventSink {
+            out,
+            counts: Counts::default(),
+            events: Vec::new(),
+        }
     }
 
     pub fn line<T: serde::Serialize>(&mut self, event: &T) {
@@ -151,7 +180,15 @@ impl Runner {
     pub fn new(exe: PathBuf, probe: Probe, timeout_scale: f64, sink: EventSink) -> Runner {
         let probe_json = serde_json::to_string(&probe).unwrap_or_default();
         let fingerprint = probe.fingerprint();
-        Runner { exe, probe, probe_json, fingerprint, timeout_scale, sink: Mutex::new(sink), started: Instant::now() }
+        Runner {
+            exe,
+            probe,
+            probe_json,
+            fingerprint,
+            timeout_scale,
+            sink: Mutex::new(sink),
+            started: Instant::now(),
+        }
     }
 
     pub fn start(&self, cases: usize) {
@@ -174,7 +211,11 @@ impl Runner {
             Err(p) => p.into_inner(),
         };
         let counts = sink.counts.clone();
-        sink.line(&RunFinished { event: "run_finished", counts: counts.clone(), duration_ms: self.started.elapsed().as_millis() as u64 });
+        sink.line(&RunFinished {
+            event: "run_finished",
+            counts: counts.clone(),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        });
         counts
     }
 
@@ -191,7 +232,11 @@ impl Runner {
             failure: None,
             baseline: None,
             output: None,
-            rerun: format!("gmemconf run {} --exact '{}'", case.source.path().display(), case.id),
+            rerun: format!(
+                "gmemconf run {} --exact '{}'",
+                case.source.path().display(),
+                case.id
+            ),
         };
         if let Some(reason) = skip_reason(case, &self.probe) {
             event.outcome = Outcome::Skip;
@@ -200,8 +245,16 @@ impl Runner {
             let timeout = Duration::from_secs_f64(case.timeout.as_secs_f64() * self.timeout_scale);
             let sup = run_case_process(&self.exe, case, &self.probe_json, timeout);
             event.duration_ms = sup.duration.as_millis() as u64;
-            let step_text = |step: Option<usize>| match step.and_then(|i| case.steps.get(i - 1).map(|s| (i, s))) {
-                Some((i, s)) => format!("step {i} of {} ({}, {}:{})", case.steps.len(), s.op.name(), case.source, s.loc),
+            let step_text = |step: Option<usize>| match step
+                .and_then(|i| case.steps.get(i - 1).map(|s| (i, s)))
+            {
+                Some((i, s)) => format!(
+                    "step {i} of {} ({}, {}:{})",
+                    case.steps.len(),
+                    s.op.name(),
+                    case.source,
+                    s.loc
+                ),
                 None => "before its first step".to_string(),
             };
             match sup.ending {
@@ -224,11 +277,17 @@ impl Runner {
                 }
                 Ending::Crashed { signal, step } => {
                     event.outcome = Outcome::Crashed;
-                    event.reason = Some(format!("the case process died of {signal} during {}", step_text(step)));
+                    event.reason = Some(format!(
+                        "the case process died of {signal} during {}",
+                        step_text(step)
+                    ));
                 }
                 Ending::Vanished { status, step } => {
                     event.outcome = Outcome::Error;
-                    event.reason = Some(format!("the case process ended ({status}) without a result during {}", step_text(step)));
+                    event.reason = Some(format!(
+                        "the case process ended ({status}) without a result during {}",
+                        step_text(step)
+                    ));
                 }
                 Ending::NotStarted(msg) => {
                     event.outcome = Outcome::Error;

@@ -13,7 +13,9 @@ const MAX_IO: u64 = 16 << 20;
 
 fn io_len(len: u64) -> Result<usize, CaseError> {
     if len > MAX_IO {
-        return Err(CaseError(format!("I/O length {len:#x} exceeds gmemconf's {MAX_IO:#x} buffer")));
+        return Err(CaseError(format!(
+            "I/O length {len:#x} exceeds gmemconf's {MAX_IO:#x} buffer"
+        )));
     }
     Ok(len as usize)
 }
@@ -34,20 +36,29 @@ pub fn open(w: &mut World, as_: &str, path: &str, write: bool) -> Result<Observe
     let obs = Observed::from_rc(fd.into(), format!("open(\"{path}\")"));
     if fd >= 0 {
         // SAFETY: fd was just returned by open and is owned by nothing else.
-        w.objects.insert(as_.to_string(), Obj::File(unsafe { OwnedFd::from_raw_fd(fd) }));
+        w.objects.insert(
+            as_.to_string(),
+            Obj::File(unsafe { OwnedFd::from_raw_fd(fd) }),
+        );
     }
     Ok(obs)
 }
 
 fn sized_file(fd: RawFd, size: u64, what: &str) -> Result<OwnedFd, CaseError> {
     if fd < 0 {
-        return Err(CaseError(format!("cannot make {what}: {}", nix::errno::Errno::last())));
+        return Err(CaseError(format!(
+            "cannot make {what}: {}",
+            nix::errno::Errno::last()
+        )));
     }
     // SAFETY: fd was just created and is owned by nothing else.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: plain syscall on our own fd.
     if unsafe { libc::ftruncate(fd, size as i64) } < 0 {
-        return Err(CaseError(format!("cannot size {what}: {}", nix::errno::Errno::last())));
+        return Err(CaseError(format!(
+            "cannot size {what}: {}",
+            nix::errno::Errno::last()
+        )));
     }
     Ok(owned)
 }
@@ -55,16 +66,33 @@ fn sized_file(fd: RawFd, size: u64, what: &str) -> Result<OwnedFd, CaseError> {
 pub fn memfd(w: &mut World, as_: &str, size: u64) -> Result<Observed, CaseError> {
     // SAFETY: static NUL-terminated name.
     let fd = unsafe { libc::memfd_create(c"gmemconf".as_ptr(), libc::MFD_CLOEXEC) };
-    w.objects.insert(as_.into(), Obj::File(sized_file(fd, size, "a memfd")?));
-    Ok(Observed::new(ObsResult::Ok(0), format!("memfd_create, ftruncate to {}", render_size(size))))
+    w.objects
+        .insert(as_.into(), Obj::File(sized_file(fd, size, "a memfd")?));
+    Ok(Observed::new(
+        ObsResult::Ok(0),
+        format!("memfd_create, ftruncate to {}", render_size(size)),
+    ))
 }
 
 pub fn tmpfile(w: &mut World, as_: &str, size: u64) -> Result<Observed, CaseError> {
-    let dir = CString::new(std::env::temp_dir().to_string_lossy().as_bytes()).map_err(|_| CaseError("bad temp dir".into()))?;
+    let dir = CString::new(std::env::temp_dir().to_string_lossy().as_bytes())
+        .map_err(|_| CaseError("bad temp dir".into()))?;
     // SAFETY: valid path; O_TMPFILE makes an unnamed regular file.
-    let fd = unsafe { libc::open(dir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC, 0o600) };
-    w.objects.insert(as_.into(), Obj::File(sized_file(fd, size, "a regular temporary file")?));
-    Ok(Observed::new(ObsResult::Ok(0), format!("open(O_TMPFILE), ftruncate to {}", render_size(size))))
+    let fd = unsafe {
+        libc::open(
+            dir.as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    w.objects.insert(
+        as_.into(),
+        Obj::File(sized_file(fd, size, "a regular temporary file")?),
+    );
+    Ok(Observed::new(
+        ObsResult::Ok(0),
+        format!("open(O_TMPFILE), ftruncate to {}", render_size(size)),
+    ))
 }
 
 pub fn close(w: &mut World, fd: &FdRef) -> Result<Observed, CaseError> {
@@ -80,7 +108,10 @@ pub fn close(w: &mut World, fd: &FdRef) -> Result<Observed, CaseError> {
             let raw = w.fd(other)?;
             // SAFETY: closing a number that no live OwnedFd of ours owns (closed or literal).
             let rc = unsafe { libc::close(raw) };
-            Ok(Observed::from_rc(rc.into(), format!("close({})", name(other))))
+            Ok(Observed::from_rc(
+                rc.into(),
+                format!("close({})", name(other)),
+            ))
         }
     }
 }
@@ -100,10 +131,20 @@ pub fn read(w: &World, fd: &FdRef, len: u64, offset: Option<i64>) -> Result<Obse
         Some(off) => format!("pread({}, {len}, offset {off:#x})", name(fd)),
     };
     let obs = Observed::from_rc(rc as i64, call);
-    Ok(if rc >= 0 { obs.field("value", FieldVal::Int(rc as i128)) } else { obs })
+    Ok(if rc >= 0 {
+        obs.field("value", FieldVal::Int(rc as i128))
+    } else {
+        obs
+    })
 }
 
-pub fn write(w: &World, fd: &FdRef, len: u64, byte: u8, offset: Option<i64>) -> Result<Observed, CaseError> {
+pub fn write(
+    w: &World,
+    fd: &FdRef,
+    len: u64,
+    byte: u8,
+    offset: Option<i64>,
+) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     let buf = vec![byte; io_len(len)?];
     // SAFETY: buf has len readable bytes.
@@ -115,50 +156,90 @@ pub fn write(w: &World, fd: &FdRef, len: u64, byte: u8, offset: Option<i64>) -> 
     };
     let call = match offset {
         None => format!("write({}, {len} bytes of {byte:#04x})", name(fd)),
-        Some(off) => format!("pwrite({}, {len} bytes of {byte:#04x}, offset {off:#x})", name(fd)),
+        Some(off) => format!(
+            "pwrite({}, {len} bytes of {byte:#04x}, offset {off:#x})",
+            name(fd)
+        ),
     };
     let obs = Observed::from_rc(rc as i64, call);
-    Ok(if rc >= 0 { obs.field("value", FieldVal::Int(rc as i128)) } else { obs })
+    Ok(if rc >= 0 {
+        obs.field("value", FieldVal::Int(rc as i128))
+    } else {
+        obs
+    })
 }
 
 fn with_value(rc: i64, call: String) -> Observed {
     let obs = Observed::from_rc(rc, call);
-    if rc >= 0 { obs.field("value", FieldVal::Int(rc.into())) } else { obs }
+    if rc >= 0 {
+        obs.field("value", FieldVal::Int(rc.into()))
+    } else {
+        obs
+    }
 }
 
 pub fn lseek(w: &World, fd: &FdRef, offset: i64, whence: u64) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
     let rc = unsafe { libc::lseek(raw, offset, whence as i32) };
-    Ok(with_value(rc, format!("lseek({}, {offset:#x}, SEEK_{})", name(fd), WHENCE.render(whence).to_uppercase())))
+    Ok(with_value(
+        rc,
+        format!(
+            "lseek({}, {offset:#x}, SEEK_{})",
+            name(fd),
+            WHENCE.render(whence).to_uppercase()
+        ),
+    ))
 }
 
 pub fn ftruncate(w: &World, fd: &FdRef, size: i64) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
     let rc = unsafe { libc::ftruncate(raw, size) };
-    Ok(with_value(rc.into(), format!("ftruncate({}, {size:#x})", name(fd))))
+    Ok(with_value(
+        rc.into(),
+        format!("ftruncate({}, {size:#x})", name(fd)),
+    ))
 }
 
 pub fn fchmod(w: &World, fd: &FdRef, mode: u32) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
     let rc = unsafe { libc::fchmod(raw, mode) };
-    Ok(with_value(rc.into(), format!("fchmod({}, {mode:#o})", name(fd))))
+    Ok(with_value(
+        rc.into(),
+        format!("fchmod({}, {mode:#o})", name(fd)),
+    ))
 }
 
 pub fn fsync(w: &World, fd: &FdRef, data_only: bool) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscalls.
-    let rc = unsafe { if data_only { libc::fdatasync(raw) } else { libc::fsync(raw) } };
-    Ok(with_value(rc.into(), format!("{}({})", if data_only { "fdatasync" } else { "fsync" }, name(fd))))
+    let rc = unsafe {
+        if data_only {
+            libc::fdatasync(raw)
+        } else {
+            libc::fsync(raw)
+        }
+    };
+    Ok(with_value(
+        rc.into(),
+        format!(
+            "{}({})",
+            if data_only { "fdatasync" } else { "fsync" },
+            name(fd)
+        ),
+    ))
 }
 
 pub fn add_seals(w: &World, fd: &FdRef, seals: u64) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
     let rc = unsafe { libc::fcntl(raw, libc::F_ADD_SEALS, seals as libc::c_int) };
-    Ok(with_value(rc.into(), format!("fcntl({}, F_ADD_SEALS, {})", name(fd), SEALS.render(seals))))
+    Ok(with_value(
+        rc.into(),
+        format!("fcntl({}, F_ADD_SEALS, {})", name(fd), SEALS.render(seals)),
+    ))
 }
 
 pub fn get_seals(w: &World, fd: &FdRef) -> Result<Observed, CaseError> {
@@ -166,7 +247,11 @@ pub fn get_seals(w: &World, fd: &FdRef) -> Result<Observed, CaseError> {
     // SAFETY: plain syscall.
     let rc = unsafe { libc::fcntl(raw, libc::F_GET_SEALS) };
     let obs = with_value(rc.into(), format!("fcntl({}, F_GET_SEALS)", name(fd)));
-    Ok(if rc >= 0 { obs.field("seals", FieldVal::Int(rc.into())) } else { obs })
+    Ok(if rc >= 0 {
+        obs.field("seals", FieldVal::Int(rc.into()))
+    } else {
+        obs
+    })
 }
 
 pub fn ioctl(w: &World, fd: &FdRef, request: u64, arg: u64) -> Result<Observed, CaseError> {
@@ -174,14 +259,23 @@ pub fn ioctl(w: &World, fd: &FdRef, request: u64, arg: u64) -> Result<Observed, 
     // SAFETY: the request and integer argument are the case's; the kernel validates both, and an
     // unknown request on these files reads no user memory.
     let rc = unsafe { libc::ioctl(raw, request as libc::c_ulong, arg as libc::c_ulong) };
-    Ok(with_value(rc.into(), format!("ioctl({}, {request:#x}, {arg:#x})", name(fd))))
+    Ok(with_value(
+        rc.into(),
+        format!("ioctl({}, {request:#x}, {arg:#x})", name(fd)),
+    ))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), CaseError> {
     nix::unistd::pipe().map_err(|e| CaseError(format!("pipe: {e}")))
 }
 
-pub fn splice(w: &World, fd: &FdRef, dir: SpliceDir, len: u64, offset: i64) -> Result<Observed, CaseError> {
+pub fn splice(
+    w: &World,
+    fd: &FdRef,
+    dir: SpliceDir,
+    len: u64,
+    offset: i64,
+) -> Result<Observed, CaseError> {
     use std::os::fd::AsRawFd;
     let raw = w.fd(fd)?;
     let (r, wr) = pipe()?;
@@ -207,27 +301,57 @@ pub fn splice(w: &World, fd: &FdRef, dir: SpliceDir, len: u64, offset: i64) -> R
     Ok(with_value(rc as i64, what))
 }
 
-pub fn copy_file_range(w: &World, from: &FdRef, to: &FdRef, len: u64) -> Result<Observed, CaseError> {
+pub fn copy_file_range(
+    w: &World,
+    from: &FdRef,
+    to: &FdRef,
+    len: u64,
+) -> Result<Observed, CaseError> {
     let (f, t) = (w.fd(from)?, w.fd(to)?);
     // SAFETY: null offsets use the files' positions.
-    let rc = unsafe { libc::copy_file_range(f, std::ptr::null_mut(), t, std::ptr::null_mut(), len as usize, 0) };
-    Ok(with_value(rc as i64, format!("copy_file_range({} -> {}, {len})", name(from), name(to))))
+    let rc = unsafe {
+        libc::copy_file_range(
+            f,
+            std::ptr::null_mut(),
+            t,
+            std::ptr::null_mut(),
+            len as usize,
+            0,
+        )
+    };
+    Ok(with_value(
+        rc as i64,
+        format!("copy_file_range({} -> {}, {len})", name(from), name(to)),
+    ))
 }
 
 pub fn sendfile(w: &World, from: &FdRef, to: &FdRef, len: u64) -> Result<Observed, CaseError> {
     let (f, t) = (w.fd(from)?, w.fd(to)?);
     // SAFETY: null offset uses the source file's position.
     let rc = unsafe { libc::sendfile(t, f, std::ptr::null_mut(), len as usize) };
-    Ok(with_value(rc as i64, format!("sendfile({} -> {}, {len})", name(from), name(to))))
+    Ok(with_value(
+        rc as i64,
+        format!("sendfile({} -> {}, {len})", name(from), name(to)),
+    ))
 }
 
-pub fn fallocate(w: &World, fd: &FdRef, mode: u64, offset: i64, len: i64) -> Result<Observed, CaseError> {
+pub fn fallocate(
+    w: &World,
+    fd: &FdRef,
+    mode: u64,
+    offset: i64,
+    len: i64,
+) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
     let rc = unsafe { libc::fallocate(raw, mode as libc::c_int, offset, len) };
     Ok(with_value(
         rc.into(),
-        format!("fallocate({}, {}, offset {offset:#x}, len {len:#x})", name(fd), FALLOC_MODES.render(mode)),
+        format!(
+            "fallocate({}, {}, offset {offset:#x}, len {len:#x})",
+            name(fd),
+            FALLOC_MODES.render(mode)
+        ),
     ))
 }
 

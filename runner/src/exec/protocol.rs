@@ -9,8 +9,12 @@ pub const REPORT_FD: i32 = 3;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
     /// Step `index` (1-based) is about to run.
-    Step { index: usize },
-    Done { result: CaseResult },
+    Step {
+        index: usize,
+    },
+    Done {
+        result: CaseResult,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,7 +23,10 @@ pub enum CaseResult {
     Pass,
     Fail(StepFailure),
     /// The case could not be carried out (gmemconf or the case is at fault, not the kernel).
-    Error { step: Option<usize>, message: String },
+    Error {
+        step: Option<usize>,
+        message: String,
+    },
 }
 
 /// The step whose expectation did not hold, with everything a reader needs to act on it.

@@ -20,11 +20,20 @@ use std::time::{Duration, Instant};
 pub enum Ending {
     Reported(CaseResult),
     /// Killed at its deadline while running `step`.
-    Timeout { step: Option<usize>, stopped_by: &'static str },
+    Timeout {
+        step: Option<usize>,
+        stopped_by: &'static str,
+    },
     /// Died of a signal it did not expect while running `step`.
-    Crashed { signal: String, step: Option<usize> },
+    Crashed {
+        signal: String,
+        step: Option<usize>,
+    },
     /// Exited without reporting a result.
-    Vanished { status: String, step: Option<usize> },
+    Vanished {
+        status: String,
+        step: Option<usize>,
+    },
     /// Could not be started at all.
     NotStarted(String),
 }
@@ -39,9 +48,18 @@ pub struct Supervised {
 const GRACE: Duration = Duration::from_millis(300);
 const OUTPUT_LIMIT: usize = 64 * 1024;
 
-pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Duration) -> Supervised {
+pub fn run_case_process(
+    exe: &Path,
+    case: &Case,
+    probe_json: &str,
+    timeout: Duration,
+) -> Supervised {
     let start = Instant::now();
-    let not_started = |msg: String| Supervised { ending: Ending::NotStarted(msg), duration: start.elapsed(), output: String::new() };
+    let not_started = |msg: String| Supervised {
+        ending: Ending::NotStarted(msg),
+        duration: start.elapsed(),
+        output: String::new(),
+    };
     let (report_r, report_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => return not_started(format!("pipe: {e}")),
@@ -80,8 +98,14 @@ pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Dura
 
     let (tx, rx) = mpsc::channel::<Message>();
     let reader = std::thread::spawn(move || read_messages(report_r, tx));
-    let out_reader = child.stdout.take().map(|s| std::thread::spawn(move || read_bounded(s)));
-    let err_reader = child.stderr.take().map(|s| std::thread::spawn(move || read_bounded(s)));
+    let out_reader = child
+        .stdout
+        .take()
+        .map(|s| std::thread::spawn(move || read_bounded(s)));
+    let err_reader = child
+        .stderr
+        .take()
+        .map(|s| std::thread::spawn(move || read_bounded(s)));
 
     let deadline = start + timeout;
     let mut step = None;
@@ -112,7 +136,10 @@ pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Dura
     let _ = reader.join();
     let mut output = String::new();
     for (name, h) in [("stdout", out_reader), ("stderr", err_reader)] {
-        if let Some(text) = h.and_then(|h| h.join().ok()).filter(|t| !t.trim().is_empty()) {
+        if let Some(text) = h
+            .and_then(|h| h.join().ok())
+            .filter(|t| !t.trim().is_empty())
+        {
             output.push_str(&format!("--- {name} ---\n{text}"));
         }
     }
@@ -121,14 +148,26 @@ pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Dura
         (None, Some(r), _) => Ending::Reported(r),
         (None, None, Some(st)) => match st.signal() {
             Some(sig) => Ending::Crashed {
-                signal: Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {sig}")),
+                signal: Signal::try_from(sig)
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|_| format!("signal {sig}")),
                 step,
             },
-            None => Ending::Vanished { status: format!("exit code {}", st.code().unwrap_or(-1)), step },
+            None => Ending::Vanished {
+                status: format!("exit code {}", st.code().unwrap_or(-1)),
+                step,
+            },
         },
-        (None, None, None) => Ending::Vanished { status: "unknown exit".into(), step },
+        (None, None, None) => Ending::Vanished {
+            status: "unknown exit".into(),
+            step,
+        },
     };
-    Supervised { ending, duration: start.elapsed(), output }
+    Supervised {
+        ending,
+        duration: start.elapsed(),
+        output,
+    }
 }
 
 /// SIGTERM to the case's process group, a grace period, then SIGKILL. Says which one stopped it.
@@ -145,7 +184,11 @@ fn stop(child: &mut std::process::Child, pgid: Pid) -> &'static str {
     "SIGKILL"
 }
 
-fn wait_with_deadline(child: &mut std::process::Child, pgid: Pid, until: Instant) -> Option<std::process::ExitStatus> {
+fn wait_with_deadline(
+    child: &mut std::process::Child,
+    pgid: Pid,
+    until: Instant,
+) -> Option<std::process::ExitStatus> {
     loop {
         match child.try_wait() {
             Ok(Some(st)) => return Some(st),

@@ -46,7 +46,9 @@ pub unsafe fn run_program(
     program: &Program,
 ) -> Result<GuestReport, RunError> {
     let code = program.assemble(code_gpa).map_err(RunError::Assemble)?;
-    assert!(code.len() <= 4096, "guest programs fit in one page");
+    if code.len() > 4096 {
+        return Err(RunError::Assemble(format!("{} bytes do not fit the code page", code.len())));
+    }
     // SAFETY: the caller guarantees 4 KiB of writable memory at `code_host`.
     unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), code_host, code.len()) };
     vcpu.enter_flat32(code_gpa).map_err(RunError::Kvm)?;
@@ -60,10 +62,21 @@ pub unsafe fn run_program(
     for _ in 0..MAX_EXITS {
         let exit = vcpu.run_once();
         match exit {
-            GuestExit::IoOut { port: PORT_VALUE, value } => report.values.push(value),
-            GuestExit::IoOut { port: PORT_DONE, .. } => report.done = true,
-            GuestExit::IoOut { port: PORT_MISMATCH_GPA, value } => mismatch_gpa = Some(value),
-            GuestExit::IoOut { port: PORT_MISMATCH_BYTE, value } => {
+            GuestExit::IoOut {
+                port: PORT_VALUE,
+                value,
+            } => report.values.push(value),
+            GuestExit::IoOut {
+                port: PORT_DONE, ..
+            } => report.done = true,
+            GuestExit::IoOut {
+                port: PORT_MISMATCH_GPA,
+                value,
+            } => mismatch_gpa = Some(value),
+            GuestExit::IoOut {
+                port: PORT_MISMATCH_BYTE,
+                value,
+            } => {
                 report.mismatch = Some((mismatch_gpa.unwrap_or(0), value as u8));
             }
             other => {

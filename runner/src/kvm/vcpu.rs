@@ -10,13 +10,27 @@ use nix::errno::Errno;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuestExit {
     Hlt,
-    IoOut { port: u16, value: u64 },
-    IoIn { port: u16 },
-    Mmio { gpa: u64, write: bool },
+    IoOut {
+        port: u16,
+        value: u64,
+    },
+    IoIn {
+        port: u16,
+    },
+    Mmio {
+        gpa: u64,
+        write: bool,
+    },
     Shutdown,
-    MemoryFault { gpa: u64, size: u64, flags: u64 },
+    MemoryFault {
+        gpa: u64,
+        size: u64,
+        flags: u64,
+    },
     InternalError,
-    FailEntry { reason: u64 },
+    FailEntry {
+        reason: u64,
+    },
     Other(String),
     /// KVM_RUN failed with this errno and no exit information.
     Errno(Errno),
@@ -90,11 +104,20 @@ impl Vcpu {
         sregs.gs = data;
         sregs.ss = data;
         sregs.cr0 = (sregs.cr0 | 1) & !(1 << 31);
-        self.fd.set_sregs(&sregs).map_err(errno).named("KVM_SET_SREGS")?;
+        self.fd
+            .set_sregs(&sregs)
+            .map_err(errno)
+            .named("KVM_SET_SREGS")?;
         let mut regs = self.fd.get_regs().map_err(errno).named("KVM_GET_REGS")?;
         regs.rip = rip;
         regs.rflags = 0x2;
         self.fd.set_regs(&regs).map_err(errno).named("KVM_SET_REGS")
+    }
+
+    /// KVM_PRE_FAULT_MEMORY: on return `range.gpa`/`range.size` hold what is left to do.
+    pub fn pre_fault_memory_raw(&self, range: &mut super::uapi::PreFaultMemory) -> Result<(), Errno> {
+        use std::os::fd::AsRawFd;
+        super::ioctl::ioctl_ptr(self.fd.as_raw_fd(), super::uapi::KVM_PRE_FAULT_MEMORY, range).map(drop)
     }
 
     /// One KVM_RUN.

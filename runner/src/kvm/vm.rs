@@ -1,5 +1,6 @@
 //! A VM fd: guest_memfd creation, memslots, memory attributes, capabilities.
 
+use super::gmem::GuestMemfd;
 use super::ioctl::{KvmError, Named, ioctl_int, ioctl_ptr};
 use super::uapi::{self, CreateGuestMemfd, MemoryAttributes, MemoryRegion, MemoryRegion2};
 use nix::errno::Errno;
@@ -27,13 +28,10 @@ impl Vm {
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
-    pub fn try_create_guest_memfd(&self, size: u64, flags: u64) -> Result<OwnedFd, KvmError> {
-        self.create_guest_memfd_raw(CreateGuestMemfd {
-            size,
-            flags,
-            ..Default::default()
-        })
-        .named("KVM_CREATE_GUEST_MEMFD")
+    pub fn try_create_guest_memfd(&self, size: u64, flags: u64) -> Result<GuestMemfd, KvmError> {
+        self.create_guest_memfd_raw(CreateGuestMemfd { size, flags, ..Default::default() })
+            .map(|fd| GuestMemfd::new(fd, size, flags))
+            .named("KVM_CREATE_GUEST_MEMFD")
     }
 
     /// KVM_SET_USER_MEMORY_REGION2.
@@ -43,7 +41,12 @@ impl Vm {
     /// guest, for as long as the slot exists: the guest writes through it.
     pub unsafe fn set_memory_region2_raw(&self, region: &MemoryRegion2) -> Result<(), Errno> {
         let mut region = *region;
-        ioctl_ptr(self.as_raw_fd(), uapi::KVM_SET_USER_MEMORY_REGION2, &mut region).map(drop)
+        ioctl_ptr(
+            self.as_raw_fd(),
+            uapi::KVM_SET_USER_MEMORY_REGION2,
+            &mut region,
+        )
+        .map(drop)
     }
 
     /// KVM_SET_USER_MEMORY_REGION (v1).
@@ -52,12 +55,23 @@ impl Vm {
     /// As for `set_memory_region2_raw`.
     pub unsafe fn set_memory_region_raw(&self, region: &MemoryRegion) -> Result<(), Errno> {
         let mut region = *region;
-        ioctl_ptr(self.as_raw_fd(), uapi::KVM_SET_USER_MEMORY_REGION, &mut region).map(drop)
+        ioctl_ptr(
+            self.as_raw_fd(),
+            uapi::KVM_SET_USER_MEMORY_REGION,
+            &mut region,
+        )
+        .map(drop)
     }
 
+    /// KVM_SET_MEMORY_ATTRIBUTES (e.g. PRIVATE over a gpa range).
     pub fn set_memory_attributes_raw(&self, attrs: &MemoryAttributes) -> Result<(), Errno> {
         let mut attrs = *attrs;
-        ioctl_ptr(self.as_raw_fd(), uapi::KVM_SET_MEMORY_ATTRIBUTES, &mut attrs).map(drop)
+        ioctl_ptr(
+            self.as_raw_fd(),
+            uapi::KVM_SET_MEMORY_ATTRIBUTES,
+            &mut attrs,
+        )
+        .map(drop)
     }
 
     pub fn try_create_vcpu(&self, id: u64) -> Result<kvm_ioctls::VcpuFd, KvmError> {

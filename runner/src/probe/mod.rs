@@ -68,10 +68,17 @@ impl Probe {
             Requirement::Kvm => Ok(()),
             Requirement::GuestMemfd => cap("GUEST_MEMFD", "no guest_memfd for default VMs"),
             Requirement::UserMemory2 => cap("USER_MEMORY2", "no KVM_SET_USER_MEMORY_REGION2"),
-            Requirement::MemoryFaultInfo => cap("MEMORY_FAULT_INFO", "no KVM_EXIT_MEMORY_FAULT details"),
-            Requirement::MemoryAttributes => cap("MEMORY_ATTRIBUTES", "no KVM_SET_MEMORY_ATTRIBUTES"),
+            Requirement::MemoryFaultInfo => {
+                cap("MEMORY_FAULT_INFO", "no KVM_EXIT_MEMORY_FAULT details")
+            }
+            Requirement::MemoryAttributes => {
+                cap("MEMORY_ATTRIBUTES", "no KVM_SET_MEMORY_ATTRIBUTES")
+            }
             Requirement::PrivateAttribute => {
-                if self.vm_cap("MEMORY_ATTRIBUTES") as u64 & crate::kvm::uapi::KVM_MEMORY_ATTRIBUTE_PRIVATE != 0 {
+                if self.vm_cap("MEMORY_ATTRIBUTES") as u64
+                    & crate::kvm::uapi::KVM_MEMORY_ATTRIBUTE_PRIVATE
+                    != 0
+                {
                     Ok(())
                 } else {
                     Err(format!(
@@ -86,7 +93,10 @@ impl Probe {
                 if self.numa_nodes > 1 {
                     Ok(())
                 } else {
-                    Err(format!("{} NUMA node(s): mempolicy has nothing to distinguish", self.numa_nodes))
+                    Err(format!(
+                        "{} NUMA node(s): mempolicy has nothing to distinguish",
+                        self.numa_nodes
+                    ))
                 }
             }
             Requirement::VmType(t) => match self.vm_types.iter().find(|p| p.value == *t) {
@@ -95,7 +105,10 @@ impl Probe {
                     "VM type {} is advertised but KVM_CREATE_VM fails with {}",
                     p.name, p.create
                 )),
-                _ => Err(format!("VM type {} is not in KVM_CAP_VM_TYPES", vm_type_name(*t))),
+                _ => Err(format!(
+                    "VM type {} is not in KVM_CAP_VM_TYPES",
+                    vm_type_name(*t)
+                )),
             },
             Requirement::GmemFlags(mask) => {
                 let have = self.default_type().and_then(|t| t.gmem_flags).unwrap_or(0);
@@ -114,11 +127,22 @@ impl Probe {
 
     /// One line for reports: `6.18.44, software KVM; GUEST_MEMFD=1 GUEST_MEMFD_FLAGS=0x3 VM_TYPES=0x1`.
     pub fn fingerprint(&self) -> String {
-        let caps: Vec<String> = ["GUEST_MEMFD", "GUEST_MEMFD_FLAGS", "VM_TYPES", "MEMORY_ATTRIBUTES", "PRE_FAULT_MEMORY"]
-            .iter()
-            .map(|c| format!("{c}={:#x}", self.vm_cap(c)))
-            .collect();
-        format!("{}, {} KVM; {}", self.kernel_release, self.virt, caps.join(" "))
+        let caps: Vec<String> = [
+            "GUEST_MEMFD",
+            "GUEST_MEMFD_FLAGS",
+            "VM_TYPES",
+            "MEMORY_ATTRIBUTES",
+            "PRE_FAULT_MEMORY",
+        ]
+        .iter()
+        .map(|c| format!("{c}={:#x}", self.vm_cap(c)))
+        .collect();
+        format!(
+            "{}, {} KVM; {}",
+            self.kernel_release,
+            self.virt,
+            caps.join(" ")
+        )
     }
 }
 
@@ -126,5 +150,7 @@ impl Probe {
 pub const PROBE_ENV: &str = "GMEMCONF_PROBE";
 
 pub fn from_env() -> Option<Probe> {
-    std::env::var(PROBE_ENV).ok().and_then(|s| serde_json::from_str(&s).ok())
+    std::env::var(PROBE_ENV)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
 }

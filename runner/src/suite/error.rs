@@ -15,7 +15,13 @@ pub struct LoadError {
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.loc {
-            Some(loc) => write!(f, "{}:{}: error: {}", self.file.display(), loc, self.message)?,
+            Some(loc) => write!(
+                f,
+                "{}:{}: error: {}",
+                self.file.display(),
+                loc,
+                self.message
+            )?,
             None => write!(f, "{}: error: {}", self.file.display(), self.message)?,
         }
         if let Some(help) = &self.help {
@@ -72,7 +78,7 @@ pub fn suggest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Opti
 }
 
 /// Help text for an unknown name: a suggestion if one is close, and the known names.
-pub fn unknown_name_help<'a>(word: &str, known: &[&'a str]) -> String {
+pub fn unknown_name_help(word: &str, known: &[&str]) -> String {
     let list = known.join(", ");
     match suggest(word, known.iter().copied()) {
         Some(s) => format!("did you mean `{s}`? known: {list}"),
@@ -101,7 +107,10 @@ mod tests {
     #[test]
     fn suggests_close_names_only() {
         assert_eq!(suggest("EINVL", ["EINVAL", "ENOENT"]), Some("EINVAL"));
-        assert_eq!(suggest("fallocte", ["fallocate", "fstat"]), Some("fallocate"));
+        assert_eq!(
+            suggest("fallocte", ["fallocate", "fstat"]),
+            Some("fallocate")
+        );
         assert_eq!(suggest("zzzz", ["fallocate", "fstat"]), None);
     }
 }

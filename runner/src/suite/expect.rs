@@ -81,7 +81,12 @@ impl Expect {
     pub fn resolve(&self, met: &dyn Fn(&Requirement) -> bool) -> &Outcome {
         match self {
             Expect::Plain(o) => o,
-            Expect::If { cond, negated, then, otherwise } => {
+            Expect::If {
+                cond,
+                negated,
+                then,
+                otherwise,
+            } => {
                 if met(cond) != *negated {
                     then.resolve(met)
                 } else {
@@ -93,7 +98,13 @@ impl Expect {
 
     /// True when the step must succeed whatever the target: then what it needs is implied.
     pub fn is_unconditional_ok(&self) -> bool {
-        matches!(self, Expect::Plain(Outcome { result: ResultExp::Ok, .. }))
+        matches!(
+            self,
+            Expect::Plain(Outcome {
+                result: ResultExp::Ok,
+                ..
+            })
+        )
     }
 }
 
@@ -176,15 +187,21 @@ fn parse_field(node: &Node, spec: &FieldSpec) -> NResult<FieldVal> {
         FieldKind::Flags(t) => t.parse(node).map(|v| FieldVal::Int(v.into())),
         FieldKind::Bool => match node.value {
             Value::Bool(b) => Ok(FieldVal::Bool(b)),
-            _ => Err(NodeError::at(node, format!("`{}` is true or false", spec.name))),
+            _ => Err(NodeError::at(
+                node,
+                format!("`{}` is true or false", spec.name),
+            )),
         },
         FieldKind::Word(words) => {
             let w = node.as_str().unwrap_or_default();
             if words.contains(&w) {
                 Ok(FieldVal::Word(w.to_string()))
             } else {
-                Err(NodeError::at(node, format!("`{}` cannot be `{}`", spec.name, node.render_compact()))
-                    .help(unknown_name_help(w, words)))
+                Err(NodeError::at(
+                    node,
+                    format!("`{}` cannot be `{}`", spec.name, node.render_compact()),
+                )
+                .help(unknown_name_help(w, words)))
             }
         }
     }

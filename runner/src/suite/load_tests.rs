@@ -14,16 +14,56 @@ fn errors(yaml: &str) -> Vec<String> {
 const HEAD: &str = "suite: t\nsummary: s\ncases:\n  - name: c\n    ref: r\n    steps:\n";
 
 #[rstest]
-#[case::unknown_step("      - gmme: { as: g, size: 4K }\n", "s.yaml:7:9: error: unknown step `gmme`", "did you mean `gmem`?")]
-#[case::unknown_field("      - vm: {}\n      - gmem: { as: g, sise: 4K }\n", "s.yaml:8:24: error: unknown field `sise` for step `gmem`", "did you mean `size`?")]
-#[case::unknown_errno("      - vm: {}\n      - gmem: { as: g, size: 4K }\n        expect: { errno: EINVL }\n", "s.yaml:9:26: error: unknown errno `EINVL`", "did you mean `EINVAL`?")]
-#[case::unknown_flag("      - vm: {}\n      - gmem: { as: g, size: 4K, flags: [mmapp] }\n", "s.yaml:8:42: error: unknown guest_memfd flag `mmapp`", "did you mean `mmap`?")]
-#[case::bad_size("      - vm: {}\n      - gmem: { as: g, size: 4Q }\n", "s.yaml:8:30: error: bad size `4Q`", "write a number")]
-#[case::missing_arg("      - vm: {}\n      - gmem: { as: g }\n", "s.yaml:8:15: error: step `gmem` needs `size`", "add `size: ...`")]
-#[case::undefined_object("      - vm: {}\n      - read: { fd: g }\n", "s.yaml:8:9: error: `g` is not made by an earlier step", "made so far: kvm, vm")]
-#[case::unknown_field_expect("      - vm: {}\n      - gmem: { as: g, size: 4K }\n      - fstat: { fd: g }\n        expect: { sise: 4K }\n", "s.yaml:10:19: error: this step has no field `sise` to expect", "did you mean `size`?")]
-#[case::two_ops("      - vm: {}\n        gmem: { as: g, size: 4K }\n", "s.yaml:8:9: error: step has a second key `gmem`", "split it into two steps")]
-#[case::unknown_signal("      - vm: {}\n        expect: { signal: SIGBOS }\n", "s.yaml:8:27: error: unknown signal `SIGBOS`", "signal(7)")]
+#[case::unknown_step(
+    "      - gmme: { as: g, size: 4K }\n",
+    "s.yaml:7:9: error: unknown step `gmme`",
+    "did you mean `gmem`?"
+)]
+#[case::unknown_field(
+    "      - vm: {}\n      - gmem: { as: g, sise: 4K }\n",
+    "s.yaml:8:24: error: unknown field `sise` for step `gmem`",
+    "did you mean `size`?"
+)]
+#[case::unknown_errno(
+    "      - vm: {}\n      - gmem: { as: g, size: 4K }\n        expect: { errno: EINVL }\n",
+    "s.yaml:9:26: error: unknown errno `EINVL`",
+    "did you mean `EINVAL`?"
+)]
+#[case::unknown_flag(
+    "      - vm: {}\n      - gmem: { as: g, size: 4K, flags: [mmapp] }\n",
+    "s.yaml:8:42: error: unknown guest_memfd flag `mmapp`",
+    "did you mean `mmap`?"
+)]
+#[case::bad_size(
+    "      - vm: {}\n      - gmem: { as: g, size: 4Q }\n",
+    "s.yaml:8:30: error: bad size `4Q`",
+    "write a number"
+)]
+#[case::missing_arg(
+    "      - vm: {}\n      - gmem: { as: g }\n",
+    "s.yaml:8:15: error: step `gmem` needs `size`",
+    "add `size: ...`"
+)]
+#[case::undefined_object(
+    "      - vm: {}\n      - read: { fd: g }\n",
+    "s.yaml:8:9: error: `g` is not made by an earlier step",
+    "made so far: kvm, vm"
+)]
+#[case::unknown_field_expect(
+    "      - vm: {}\n      - gmem: { as: g, size: 4K }\n      - fstat: { fd: g }\n        expect: { sise: 4K }\n",
+    "s.yaml:10:19: error: this step has no field `sise` to expect",
+    "did you mean `size`?"
+)]
+#[case::two_ops(
+    "      - vm: {}\n        gmem: { as: g, size: 4K }\n",
+    "s.yaml:8:9: error: step has a second key `gmem`",
+    "split it into two steps"
+)]
+#[case::unknown_signal(
+    "      - vm: {}\n        expect: { signal: SIGBOS }\n",
+    "s.yaml:8:27: error: unknown signal `SIGBOS`",
+    "signal(7)"
+)]
 fn step_errors_point_at_the_spot(#[case] steps: &str, #[case] message: &str, #[case] help: &str) {
     let errs = errors(&format!("{HEAD}{steps}"));
     assert!(errs[0].starts_with(message), "got: {}", errs[0]);
@@ -33,34 +73,70 @@ fn step_errors_point_at_the_spot(#[case] steps: &str, #[case] message: &str, #[c
 #[test]
 fn missing_ref_is_an_error() {
     let errs = errors("suite: t\nsummary: s\ncases:\n  - name: c\n    steps:\n      - vm: {}\n");
-    assert!(errs[0].starts_with("s.yaml:4:5: error: missing `ref`"), "{}", errs[0]);
+    assert!(
+        errs[0].starts_with("s.yaml:4:5: error: missing `ref`"),
+        "{}",
+        errs[0]
+    );
     assert!(errs[0].contains("cite the contract"), "{}", errs[0]);
 }
 
 #[test]
 fn duplicate_case_ids_are_an_error() {
-    let errs = errors(&format!("{HEAD}      - vm: {{}}\n  - name: c\n    ref: r\n    steps:\n      - vm: {{}}\n"));
-    assert!(errs[0].starts_with("s.yaml:8:11: error: duplicate case id `t::c`"), "{}", errs[0]);
+    let errs = errors(&format!(
+        "{HEAD}      - vm: {{}}\n  - name: c\n    ref: r\n    steps:\n      - vm: {{}}\n"
+    ));
+    assert!(
+        errs[0].starts_with("s.yaml:8:11: error: duplicate case id `t::c`"),
+        "{}",
+        errs[0]
+    );
 }
 
 #[test]
 fn a_param_without_matrix_entry_is_an_error() {
-    let errs = errors(&format!("{HEAD}      - vm: {{}}\n      - gmem: {{ as: g, size: 4K, flags: $flags }}\n"));
-    assert!(errs[0].starts_with("s.yaml:8:41: error: `$flags` has no matrix entry"), "{}", errs[0]);
-    assert!(errs[0].contains("add `matrix: { flags: [...] }`"), "{}", errs[0]);
+    let errs = errors(&format!(
+        "{HEAD}      - vm: {{}}\n      - gmem: {{ as: g, size: 4K, flags: $flags }}\n"
+    ));
+    assert!(
+        errs[0].starts_with("s.yaml:8:41: error: `$flags` has no matrix entry"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[0].contains("add `matrix: { flags: [...] }`"),
+        "{}",
+        errs[0]
+    );
 }
 
 #[test]
 fn an_unused_matrix_parameter_is_an_error() {
-    let errs = errors("suite: t\nsummary: s\ncases:\n  - name: c\n    ref: r\n    matrix: { size: [4K] }\n    steps:\n      - vm: {}\n");
-    assert!(errs[0].starts_with("s.yaml:6:15: error: matrix parameter `size` is not used"), "{}", errs[0]);
+    let errs = errors(
+        "suite: t\nsummary: s\ncases:\n  - name: c\n    ref: r\n    matrix: { size: [4K] }\n    steps:\n      - vm: {}\n",
+    );
+    assert!(
+        errs[0].starts_with("s.yaml:6:15: error: matrix parameter `size` is not used"),
+        "{}",
+        errs[0]
+    );
 }
 
 #[test]
 fn unknown_requirement_is_an_error() {
-    let errs = errors("suite: t\nsummary: s\nrequires: [guest_memfdd]\ncases:\n  - name: c\n    ref: r\n    steps:\n      - vm: {}\n");
-    assert!(errs[0].starts_with("s.yaml:3:12: error: unknown capability `guest_memfdd`"), "{}", errs[0]);
-    assert!(errs[0].contains("did you mean `guest_memfd`?"), "{}", errs[0]);
+    let errs = errors(
+        "suite: t\nsummary: s\nrequires: [guest_memfdd]\ncases:\n  - name: c\n    ref: r\n    steps:\n      - vm: {}\n",
+    );
+    assert!(
+        errs[0].starts_with("s.yaml:3:12: error: unknown capability `guest_memfdd`"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[0].contains("did you mean `guest_memfd`?"),
+        "{}",
+        errs[0]
+    );
 }
 
 #[test]
@@ -84,13 +160,31 @@ fn matrix_expands_to_stable_ids() {
             "t::c[flags=mmap+init_shared,size=2M]"
         ]
     );
-    let reqs: Vec<String> = suite.cases[2].requires.iter().map(ToString::to_string).collect();
-    assert_eq!(reqs, ["gmem_flag.mmap", "gmem_flag.init_shared"], "successful creation implies the flags");
+    let reqs: Vec<String> = suite.cases[2]
+        .requires
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        reqs,
+        ["gmem_flag.mmap", "gmem_flag.init_shared"],
+        "successful creation implies the flags"
+    );
 }
 
 #[test]
 fn no_input_panics_the_loader() {
-    for text in ["", "-", ":", "[]", "suite: [", "cases: 3", "suite: t\nsummary: s\ncases:\n  - 1\n", "\u{0}", "a: &x\n  b: *x\n"] {
+    for text in [
+        "",
+        "-",
+        ":",
+        "[]",
+        "suite: [",
+        "cases: 3",
+        "suite: t\nsummary: s\ncases:\n  - 1\n",
+        "\u{0}",
+        "a: &x\n  b: *x\n",
+    ] {
         let _ = load_text(text, &Source::File("s.yaml".into()));
     }
 }

@@ -41,18 +41,29 @@ impl FlagTable {
     /// A flag value is a list of names and integers, a single name, or an integer mask.
     pub fn parse(&self, node: &Node) -> NResult<u64> {
         match &node.value {
-            Value::Seq(items) => items.iter().try_fold(0u64, |acc, item| Ok(acc | self.parse(item)?)),
+            Value::Seq(items) => items
+                .iter()
+                .try_fold(0u64, |acc, item| Ok(acc | self.parse(item)?)),
             Value::Str(s) => match (self.bit(s), parse_size_expr(s)) {
                 (Some(bit), _) => Ok(bit),
-                (None, Some(v)) => u64::try_from(v).map_err(|_| NodeError::at(node, format!("{v} is not a mask"))),
+                (None, Some(v)) => {
+                    u64::try_from(v).map_err(|_| NodeError::at(node, format!("{v} is not a mask")))
+                }
                 (None, None) => Err(NodeError::at(node, format!("unknown {} `{s}`", self.what))
-                    .help(format!("{}; or a raw mask such as `1<<63`", unknown_name_help(s, &self.names())))),
+                    .help(format!(
+                        "{}; or a raw mask such as `1<<63`",
+                        unknown_name_help(s, &self.names())
+                    ))),
             },
             Value::Int(_) => parse_u64(node),
             Value::Null => Ok(0),
             _ => Err(NodeError::at(
                 node,
-                format!("{} must be a list of names, found {}", self.what, node.kind()),
+                format!(
+                    "{} must be a list of names, found {}",
+                    self.what,
+                    node.kind()
+                ),
             )
             .help(format!("write e.g. `[{}]`", self.names().join(", ")))),
         }
@@ -66,7 +77,11 @@ pub static GMEM_FLAGS: FlagTable = FlagTable {
 
 pub static MEMSLOT_FLAGS: FlagTable = FlagTable {
     what: "memslot flag",
-    bits: &[("log_dirty_pages", 1 << 0), ("readonly", 1 << 1), ("guest_memfd", 1 << 2)],
+    bits: &[
+        ("log_dirty_pages", 1 << 0),
+        ("readonly", 1 << 1),
+        ("guest_memfd", 1 << 2),
+    ],
 };
 
 pub static FALLOC_MODES: FlagTable = FlagTable {
@@ -167,7 +182,10 @@ pub fn errno_name(e: Errno) -> &'static str {
 
 pub fn parse_errno(node: &Node) -> NResult<Errno> {
     let name = node.as_str().ok_or_else(|| {
-        NodeError::at(node, format!("an errno is a name such as EINVAL, found {}", node.kind()))
+        NodeError::at(
+            node,
+            format!("an errno is a name such as EINVAL, found {}", node.kind()),
+        )
     })?;
     (1..200)
         .map(Errno::from_raw)
@@ -175,7 +193,9 @@ pub fn parse_errno(node: &Node) -> NResult<Errno> {
         .ok_or_else(|| {
             let known = errno_names();
             let help = match super::error::suggest(name, known.iter().copied()) {
-                Some(s) => format!("did you mean `{s}`? errnos are written as in errno(3): EINVAL, EFAULT, ..."),
+                Some(s) => format!(
+                    "did you mean `{s}`? errnos are written as in errno(3): EINVAL, EFAULT, ..."
+                ),
                 None => "errnos are written as in errno(3): EINVAL, EFAULT, ENOSPC, ...".into(),
             };
             NodeError::at(node, format!("unknown errno `{name}`")).help(help)
@@ -262,7 +282,12 @@ fn parse_term(t: &str) -> Option<i128> {
         'T' => (&t[..t.len() - 1], 1 << 40),
         _ => (t, 1),
     };
-    digits.trim().replace('_', "").parse::<i128>().ok()?.checked_mul(mult)
+    digits
+        .trim()
+        .replace('_', "")
+        .parse::<i128>()
+        .ok()?
+        .checked_mul(mult)
 }
 
 /// Renders a size the way suites write it, for messages: `4K`, `2M`, `0x1001`.
@@ -307,7 +332,10 @@ mod tests {
     fn flags_render_and_parse() {
         assert_eq!(GMEM_FLAGS.render(3), "mmap|init_shared");
         assert_eq!(GMEM_FLAGS.render(0x100), "0x100");
-        let list = Node::new(Value::Seq(vec![s("mmap"), s("init_shared")]), Loc::default());
+        let list = Node::new(
+            Value::Seq(vec![s("mmap"), s("init_shared")]),
+            Loc::default(),
+        );
         assert_eq!(GMEM_FLAGS.parse(&list).ok(), Some(3));
         assert!(GMEM_FLAGS.parse(&s("mmapp")).is_err());
     }

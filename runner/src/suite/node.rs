@@ -204,7 +204,10 @@ mod tests {
         let b = root.get("b").expect("b");
         let seq = b.as_seq().expect("seq");
         assert_eq!(seq[0].loc, Loc { line: 3, col: 5 });
-        assert_eq!(seq[1].as_seq().map(|s| s[1].value.clone()), Some(Value::Int(16)));
+        assert_eq!(
+            seq[1].as_seq().map(|s| s[1].value.clone()),
+            Some(Value::Int(16))
+        );
     }
 
     #[test]

@@ -46,7 +46,12 @@ impl Requirement {
         .map(|s| (*s).to_string())
         .collect();
         names.extend(VM_TYPES.iter().map(|(n, _)| format!("vm_type.{n}")));
-        names.extend(GMEM_FLAGS.bits.iter().map(|(n, _)| format!("gmem_flag.{n}")));
+        names.extend(
+            GMEM_FLAGS
+                .bits
+                .iter()
+                .map(|(n, _)| format!("gmem_flag.{n}")),
+        );
         names.push("gmem_flag_bit.N".into());
         names
     }
@@ -80,7 +85,10 @@ impl Requirement {
 
     pub fn parse(node: &Node) -> NResult<Requirement> {
         let name = node.as_str().ok_or_else(|| {
-            NodeError::at(node, format!("a requirement is a capability name, found {}", node.kind()))
+            NodeError::at(
+                node,
+                format!("a requirement is a capability name, found {}", node.kind()),
+            )
         })?;
         Requirement::parse_name(name).ok_or_else(|| {
             let known = Requirement::known_names();
