@@ -8,6 +8,7 @@ use crate::report::event::{CaseEvent, Counts, Outcome, RunFinished, RunStarted};
 use crate::suite::baseline::{self, Baseline};
 use crate::suite::load::load;
 use crate::suite::{Case, LoadError, Source, Suite, embedded};
+use crate::target::kmsg::{self, KernelLog};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -199,6 +200,7 @@ impl Runner {
             fingerprint: self.fingerprint.clone(),
             probe: &self.probe,
             cases,
+            kernel_log_unwatched: kmsg::Watch::start().finish().unwatched,
         };
         if let Ok(mut s) = self.sink.lock() {
             s.line(&e);
@@ -232,6 +234,7 @@ impl Runner {
             failure: None,
             baseline: None,
             output: None,
+            kernel_log: Vec::new(),
             rerun: format!(
                 "gmemconf run {} --exact '{}'",
                 case.source.path().display(),
@@ -243,7 +246,9 @@ impl Runner {
             event.reason = Some(reason);
         } else {
             let timeout = Duration::from_secs_f64(case.timeout.as_secs_f64() * self.timeout_scale);
+            let watch = kmsg::Watch::start();
             let sup = run_case_process(&self.exe, case, &self.probe_json, timeout);
+            let klog = watch.finish();
             event.duration_ms = sup.duration.as_millis() as u64;
             let step_text = |step: Option<usize>| match step
                 .and_then(|i| case.steps.get(i - 1).map(|s| (i, s)))
@@ -294,6 +299,7 @@ impl Runner {
                     event.reason = Some(msg);
                 }
             }
+            judge_kernel_log(&mut event, &klog);
             if event.outcome != Outcome::Pass && !sup.output.is_empty() {
                 event.output = Some(sup.output);
             }
@@ -313,4 +319,28 @@ impl Runner {
         }
         event
     }
+}
+
+/// A kernel that warns, oopses or taints itself while a case runs has failed that case, whatever
+/// the steps saw. Cases run in parallel, so the message says how to attribute it.
+fn judge_kernel_log(event: &mut CaseEvent, log: &KernelLog) {
+    event.kernel_log = log.lines.clone();
+    let mut alarms: Vec<String> = log.alarms.clone();
+    if let Some((before, after)) = log.taint_change {
+        alarms.push(format!("kernel taint changed from {before:#x} to {after:#x}"));
+    }
+    if alarms.is_empty() {
+        return;
+    }
+    let text = format!(
+        "the kernel reported trouble while this case ran: {} (other cases ran at the same time: rerun alone with --exact to attribute)",
+        alarms.join("; ")
+    );
+    if event.outcome == Outcome::Pass {
+        event.outcome = Outcome::Fail;
+    }
+    event.reason = Some(match event.reason.take() {
+        Some(r) => format!("{r}; {text}"),
+        None => text,
+    });
 }

@@ -72,6 +72,9 @@ pub struct CaseEvent {
     /// What the case process printed, when it did not pass.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// Kernel log lines of level warning or worse that appeared while the case ran.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernel_log: Vec<String>,
     pub rerun: String,
 }
 
@@ -83,6 +86,9 @@ pub struct RunStarted<'a> {
     pub fingerprint: String,
     pub probe: &'a Probe,
     pub cases: usize,
+    /// Why kernel WARN/BUG lines and taint cannot be watched here, if they cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_log_unwatched: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -40,6 +40,9 @@ pub fn failure_block(e: &CaseEvent, fingerprint: &str) -> String {
             b.reason, b.file, b.line, b.reference
         ));
     }
+    for line in &e.kernel_log {
+        s.push_str(&format!("    kernel: {line}\n"));
+    }
     s.push_str(&format!("      host: {fingerprint}\n"));
     s.push_str(&format!("     rerun: {}\n", e.rerun));
     if let Some(out) = &e.output {
