@@ -327,7 +327,9 @@ fn judge_kernel_log(event: &mut CaseEvent, log: &KernelLog) {
     event.kernel_log = log.lines.clone();
     let mut alarms: Vec<String> = log.alarms.clone();
     if let Some((before, after)) = log.taint_change {
-        alarms.push(format!("kernel taint changed from {before:#x} to {after:#x}"));
+        alarms.push(format!(
+            "kernel taint changed from {before:#x} to {after:#x}"
+        ));
     }
     if alarms.is_empty() {
         return;

@@ -97,9 +97,11 @@ pub fn tmpfile(w: &mut World, as_: &str, size: u64) -> Result<Observed, CaseErro
 
 pub fn close(w: &mut World, fd: &FdRef) -> Result<Observed, CaseError> {
     match fd {
-        FdRef::Named(n) if n != "kvm" => match w.objects.remove(n) {
-            Some(obj) => {
-                drop(obj);
+        FdRef::Named(n) if n != "kvm" => match w.objects.get(n) {
+            Some(Obj::Map(_)) => Err(CaseError(format!("`{n}` is a mapping: use `munmap`"))),
+            Some(_) => {
+                // Dropping the object closes its fd (a VM's vCPUs keep the VM alive in the kernel).
+                w.objects.remove(n);
                 Ok(Observed::new(ObsResult::Ok(0), format!("close({n})")))
             }
             None => Err(CaseError(format!("`{n}` does not exist (closed twice?)"))),

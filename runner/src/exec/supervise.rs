@@ -46,6 +46,8 @@ pub struct Supervised {
 }
 
 const GRACE: Duration = Duration::from_millis(300);
+/// How long a SIGKILLed case process may take to go before it is declared stuck in the kernel.
+const UNKILLABLE: Duration = Duration::from_secs(5);
 const OUTPUT_LIMIT: usize = 64 * 1024;
 
 pub fn run_case_process(
@@ -129,10 +131,22 @@ pub fn run_case_process(
     }
     // The case is over: whatever it left running in its group goes too.
     let status = match timed_out {
-        Some(_) => child.wait().ok(),
-        None => wait_with_deadline(&mut child, pgid, Instant::now() + GRACE * 10),
+        Some(_) => reap(&mut child, pgid, Instant::now()),
+        None => reap(&mut child, pgid, Instant::now() + GRACE * 10),
     };
     let _ = killpg(pgid, Signal::SIGKILL);
+    let Some(status) = status else {
+        // A process that survives SIGKILL is stuck inside the kernel: leave it (and the threads
+        // reading its pipes, which it still holds open) rather than hang the whole run on it.
+        let stopped_by =
+            "nothing: the process is stuck in the kernel (D state) and survives SIGKILL";
+        let ending = Ending::Timeout { step, stopped_by };
+        return Supervised {
+            ending,
+            duration: start.elapsed(),
+            output: String::new(),
+        };
+    };
     let _ = reader.join();
     let mut output = String::new();
     for (name, h) in [("stdout", out_reader), ("stderr", err_reader)] {
@@ -143,10 +157,10 @@ pub fn run_case_process(
             output.push_str(&format!("--- {name} ---\n{text}"));
         }
     }
-    let ending = match (timed_out, result, status) {
-        (Some(stopped_by), _, _) => Ending::Timeout { step, stopped_by },
-        (None, Some(r), _) => Ending::Reported(r),
-        (None, None, Some(st)) => match st.signal() {
+    let ending = match (timed_out, result) {
+        (Some(stopped_by), _) => Ending::Timeout { step, stopped_by },
+        (None, Some(r)) => Ending::Reported(r),
+        (None, None) => match status.signal() {
             Some(sig) => Ending::Crashed {
                 signal: Signal::try_from(sig)
                     .map(|s| s.as_str().to_string())
@@ -154,13 +168,9 @@ pub fn run_case_process(
                 step,
             },
             None => Ending::Vanished {
-                status: format!("exit code {}", st.code().unwrap_or(-1)),
+                status: format!("exit code {}", status.code().unwrap_or(-1)),
                 step,
             },
-        },
-        (None, None, None) => Ending::Vanished {
-            status: "unknown exit".into(),
-            step,
         },
     };
     Supervised {
@@ -184,21 +194,30 @@ fn stop(child: &mut std::process::Child, pgid: Pid) -> &'static str {
     "SIGKILL"
 }
 
-fn wait_with_deadline(
+/// Waits for the child until `until`, then SIGKILLs its group and waits a little more.
+/// None if it will not die (stuck in an uninterruptible kernel wait).
+fn reap(
     child: &mut std::process::Child,
     pgid: Pid,
     until: Instant,
 ) -> Option<std::process::ExitStatus> {
+    let mut killed_at: Option<Instant> = None;
     loop {
         match child.try_wait() {
             Ok(Some(st)) => return Some(st),
-            Ok(None) if Instant::now() >= until => {
-                let _ = killpg(pgid, Signal::SIGKILL);
-                return child.wait().ok();
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Ok(None) => {}
             Err(_) => return None,
         }
+        let now = Instant::now();
+        match killed_at {
+            None if now >= until => {
+                let _ = killpg(pgid, Signal::SIGKILL);
+                killed_at = Some(now);
+            }
+            Some(t) if now >= t + UNKILLABLE => return None,
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -47,7 +47,10 @@ pub unsafe fn run_program(
 ) -> Result<GuestReport, RunError> {
     let code = program.assemble(code_gpa).map_err(RunError::Assemble)?;
     if code.len() > 4096 {
-        return Err(RunError::Assemble(format!("{} bytes do not fit the code page", code.len())));
+        return Err(RunError::Assemble(format!(
+            "{} bytes do not fit the code page",
+            code.len()
+        )));
     }
     // SAFETY: the caller guarantees 4 KiB of writable memory at `code_host`.
     unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), code_host, code.len()) };

@@ -115,9 +115,17 @@ impl Vcpu {
     }
 
     /// KVM_PRE_FAULT_MEMORY: on return `range.gpa`/`range.size` hold what is left to do.
-    pub fn pre_fault_memory_raw(&self, range: &mut super::uapi::PreFaultMemory) -> Result<(), Errno> {
+    pub fn pre_fault_memory_raw(
+        &self,
+        range: &mut super::uapi::PreFaultMemory,
+    ) -> Result<(), Errno> {
         use std::os::fd::AsRawFd;
-        super::ioctl::ioctl_ptr(self.fd.as_raw_fd(), super::uapi::KVM_PRE_FAULT_MEMORY, range).map(drop)
+        super::ioctl::ioctl_ptr(
+            self.fd.as_raw_fd(),
+            super::uapi::KVM_PRE_FAULT_MEMORY,
+            range,
+        )
+        .map(drop)
     }
 
     /// One KVM_RUN.

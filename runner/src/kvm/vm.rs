@@ -29,9 +29,13 @@ impl Vm {
     }
 
     pub fn try_create_guest_memfd(&self, size: u64, flags: u64) -> Result<GuestMemfd, KvmError> {
-        self.create_guest_memfd_raw(CreateGuestMemfd { size, flags, ..Default::default() })
-            .map(|fd| GuestMemfd::new(fd, size, flags))
-            .named("KVM_CREATE_GUEST_MEMFD")
+        self.create_guest_memfd_raw(CreateGuestMemfd {
+            size,
+            flags,
+            ..Default::default()
+        })
+        .map(|fd| GuestMemfd::new(fd, size, flags))
+        .named("KVM_CREATE_GUEST_MEMFD")
     }
 
     /// KVM_SET_USER_MEMORY_REGION2.
