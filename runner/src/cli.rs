@@ -333,7 +333,7 @@ fn list(args: ListArgs) -> ExitCode {
         } else {
             let state = match (&skip, &case.ignore, baseline) {
                 (Some(why), _, _) => format!("skip  ({why})"),
-                (None, Some(why), _) => format!("ignored  ({why}; run with --ignored)"),
+                (None, Some(why), _) => format!("ignored  ({why})"),
                 (None, None, Some(b)) => format!("xfail  ({})", b.reason),
                 (None, None, None) => "run".to_string(),
             };

@@ -11,6 +11,10 @@ use nix::sys::signal::Signal;
 #[derive(Debug, Clone, Copy)]
 pub enum FieldKind {
     Int,
+    /// A byte value, shown as 0xNN.
+    Byte,
+    /// File mode bits, shown in octal.
+    Mode,
     Bool,
     Word(&'static [&'static str]),
     Flags(&'static FlagTable),
@@ -36,7 +40,9 @@ impl FieldVal {
                 Ok(v) => t.render(v),
                 Err(_) => v.to_string(),
             },
-            (FieldVal::Int(v), _) if *v >= 4096 || *v > 9 && v & 0xf == 0 => format!("{v:#x}"),
+            (FieldVal::Int(v), Some(FieldKind::Byte)) => format!("{v:#04x}"),
+            (FieldVal::Int(v), Some(FieldKind::Mode)) => format!("{v:#o}"),
+            (FieldVal::Int(v), _) if *v >= 4096 => format!("{v:#x}"),
             (FieldVal::Int(v), _) => v.to_string(),
             (FieldVal::Bool(b), _) => b.to_string(),
             (FieldVal::Word(w), _) => w.clone(),
@@ -183,7 +189,7 @@ pub fn parse(node: Option<&Node>, fields: &[FieldSpec]) -> NResult<Expect> {
 
 fn parse_field(node: &Node, spec: &FieldSpec) -> NResult<FieldVal> {
     match spec.kind {
-        FieldKind::Int => names::parse_i128(node).map(FieldVal::Int),
+        FieldKind::Int | FieldKind::Byte | FieldKind::Mode => names::parse_i128(node).map(FieldVal::Int),
         FieldKind::Flags(t) => t.parse(node).map(|v| FieldVal::Int(v.into())),
         FieldKind::Bool => match node.value {
             Value::Bool(b) => Ok(FieldVal::Bool(b)),

@@ -188,3 +188,18 @@ fn no_input_panics_the_loader() {
         let _ = load_text(text, &Source::File("s.yaml".into()));
     }
 }
+
+#[test]
+fn mutated_shipped_suites_never_panic_the_loader() {
+    for (name, text) in crate::suite::embedded::SUITES {
+        let bytes = text.as_bytes();
+        for at in (0..bytes.len()).step_by(bytes.len() / 40 + 1) {
+            for replacement in ["", "{", ":", "\n  - ", "$x", "-1"] {
+                let mut mutated = String::from_utf8_lossy(&bytes[..at]).into_owned();
+                mutated.push_str(replacement);
+                mutated.push_str(&String::from_utf8_lossy(&bytes[(at + 1).min(bytes.len())..]));
+                let _ = load_text(&mutated, &Source::File((*name).into()));
+            }
+        }
+    }
+}

@@ -86,7 +86,10 @@ impl Node {
         match &self.value {
             Value::Null => "null".into(),
             Value::Bool(b) => b.to_string(),
-            Value::Int(i) => i.to_string(),
+            Value::Int(i) => match u64::try_from(*i) {
+                Ok(v) if v >= 4096 => crate::suite::names::render_size(v),
+                _ => i.to_string(),
+            },
             Value::Float(f) => f.to_string(),
             Value::Str(s) => s.clone(),
             Value::Seq(items) if items.is_empty() => "none".into(),
@@ -182,14 +185,22 @@ fn node_of(s: Spanned<Raw>) -> Node {
 
 /// Parses YAML text into a located tree. On a syntax error returns the message and where.
 pub fn parse(text: &str) -> Result<Node, (String, Option<Loc>)> {
-    match serde_saphyr::from_str::<Spanned<Raw>>(text) {
+    // YAML 1.2 core booleans only: `n`, `y`, `no`, `on` stay names.
+    let options = serde_saphyr::options! { strict_booleans: true };
+    match serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options) {
         Ok(root) => Ok(node_of(root)),
         Err(e) => {
             let loc = e.location().map(|l| Loc {
                 line: l.line(),
                 col: l.column(),
             });
-            Err((e.without_snippet().to_string(), loc))
+            let message = e.without_snippet().to_string();
+            // The location goes in front as file:line:col; drop the copy inside the message.
+            let message = match message.find(" at line ") {
+                Some(i) if loc.is_some() => message[..i].to_string(),
+                _ => message,
+            };
+            Err((message, loc))
         }
     }
 }
@@ -208,6 +219,14 @@ mod tests {
             seq[1].as_seq().map(|s| s[1].value.clone()),
             Some(Value::Int(16))
         );
+    }
+
+    #[test]
+    fn only_yaml_1_2_booleans_are_booleans() {
+        let root = parse("a: n\nb: true\nc: no\n").expect("valid yaml");
+        assert_eq!(root.get("a").map(|n| n.value.clone()), Some(Value::Str("n".into())));
+        assert_eq!(root.get("b").map(|n| n.value.clone()), Some(Value::Bool(true)));
+        assert_eq!(root.get("c").map(|n| n.value.clone()), Some(Value::Str("no".into())));
     }
 
     #[test]
