@@ -3,9 +3,7 @@
 use crate::exit;
 use crate::probe::{self, Probe};
 use crate::report::console;
-use crate::run::{
-    BaselineChoice, EventSink, Runner, Selection, baseline_for, load_selection, skip_reason,
-};
+use crate::run::{BaselineChoice, EventSink, Runner, Selection, baseline_for, load_selection, skip_reason};
 use crate::suite::LoadError;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Write;
@@ -16,11 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(
-    name = "gmemconf",
-    version,
-    about = "Conformance suite and test runner for KVM guest_memfd"
-)]
+#[command(name = "gmemconf", version, about = "Conformance suite and test runner for KVM guest_memfd")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -122,11 +116,7 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            });
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
     match cli.cmd {
@@ -157,12 +147,7 @@ fn select(s: &Selecting) -> Result<Selection, ExitCode> {
 }
 
 fn libtest_args(s: &Selecting) -> libtest_mimic::Arguments {
-    libtest_mimic::Arguments {
-        filter: s.filter.clone(),
-        exact: s.exact,
-        skip: s.skip.clone(),
-        ..Default::default()
-    }
+    libtest_mimic::Arguments { filter: s.filter.clone(), exact: s.exact, skip: s.skip.clone(), ..Default::default() }
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -171,29 +156,19 @@ fn run(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     if !(args.timeout_scale > 0.0 && args.timeout_scale <= 100.0) {
-        eprintln!(
-            "gmemconf: --timeout-scale must be in (0, 100], got {}",
-            args.timeout_scale
-        );
+        eprintln!("gmemconf: --timeout-scale must be in (0, 100], got {}", args.timeout_scale);
         return ExitCode::from(exit::USAGE);
     }
     let mut la = libtest_args(&args.select);
     la.list = args.list;
     la.ignored = args.ignored;
     la.include_ignored = args.include_ignored;
-    la.test_threads = Some(
-        args.test_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() * 2)),
-    );
+    la.test_threads =
+        Some(args.test_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() * 2)));
     if args.list {
         la.format = Some(libtest_mimic::FormatSetting::Terse);
         let probe = probe::gather();
-        let runner = Arc::new(Runner::new(
-            PathBuf::new(),
-            probe,
-            1.0,
-            EventSink::new(None),
-        ));
+        let runner = Arc::new(Runner::new(PathBuf::new(), probe, 1.0, EventSink::new(None)));
         let _ = libtest_mimic::run(&la, console::trials(&runner, &selection));
         return ExitCode::from(exit::OK);
     }
@@ -231,12 +206,7 @@ fn run(args: RunArgs) -> ExitCode {
     let started = Instant::now();
     let probe = probe::gather();
     let kvm_broken = probe.kvm_error.clone();
-    let runner = Arc::new(Runner::new(
-        exe,
-        probe,
-        args.timeout_scale,
-        EventSink::new(sink_out),
-    ));
+    let runner = Arc::new(Runner::new(exe, probe, args.timeout_scale, EventSink::new(sink_out)));
     let trials = console::trials(&runner, &selection);
     runner.start(trials.len());
     let _ = libtest_mimic::run(&la, trials);
@@ -245,15 +215,7 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(s) => s,
         Err(p) => p.into_inner(),
     };
-    eprint!(
-        "{}",
-        console::summary(
-            &counts,
-            &sink.events,
-            &runner.fingerprint,
-            started.elapsed().as_secs_f64()
-        )
-    );
+    eprint!("{}", console::summary(&counts, &sink.events, &runner.fingerprint, started.elapsed().as_secs_f64()));
     if let Some(why) = kvm_broken {
         eprintln!("gmemconf: the target is not usable: {why}");
         return ExitCode::from(exit::TARGET_BROKEN);
@@ -262,11 +224,7 @@ fn run(args: RunArgs) -> ExitCode {
         eprintln!("gmemconf: no case matched the selection");
         return ExitCode::from(exit::USAGE);
     }
-    ExitCode::from(if counts.failed() {
-        exit::CASE_FAILED
-    } else {
-        exit::OK
-    })
+    ExitCode::from(if counts.failed() { exit::CASE_FAILED } else { exit::OK })
 }
 
 /// Keeps the real stdout for JSON events and points fd 1 at stderr, so that nothing else printed
@@ -386,11 +344,7 @@ fn probe_cmd(format: Format) -> ExitCode {
     } else {
         print!("{}", render_probe(&p));
     }
-    ExitCode::from(if p.kvm_error.is_some() {
-        exit::TARGET_BROKEN
-    } else {
-        exit::OK
-    })
+    ExitCode::from(if p.kvm_error.is_some() { exit::TARGET_BROKEN } else { exit::OK })
 }
 
 fn render_probe(p: &Probe) -> String {
@@ -398,19 +352,13 @@ fn render_probe(p: &Probe) -> String {
     let mut s = String::new();
     s.push_str(&format!("kernel:          {}\n", p.kernel_release));
     s.push_str(&format!("cpu vendor:      {}\n", p.cpu_vendor));
-    s.push_str(&format!(
-        "virtualization:  {} ({})\n",
-        p.virt, p.virt_detail
-    ));
+    s.push_str(&format!("virtualization:  {} ({})\n", p.virt, p.virt_detail));
     s.push_str(&format!("numa nodes:      {}\n", p.numa_nodes));
     if let Some(e) = &p.kvm_error {
         s.push_str(&format!("/dev/kvm:        UNUSABLE: {e}\n"));
         return s;
     }
-    s.push_str(&format!(
-        "KVM API version: {}\n",
-        p.api_version.map_or("?".into(), |v| v.to_string())
-    ));
+    s.push_str(&format!("KVM API version: {}\n", p.api_version.map_or("?".into(), |v| v.to_string())));
     s.push_str("capabilities (KVM_CHECK_EXTENSION)   on /dev/kvm   on a default VM\n");
     for (name, v) in &p.caps_system {
         let vm = p.caps_vm.get(name).copied().unwrap_or(0);
@@ -425,8 +373,7 @@ fn render_probe(p: &Probe) -> String {
             if t.advertised { "yes" } else { "no" },
             t.create,
             t.guest_memfd.map_or("-".into(), |v| v.to_string()),
-            t.gmem_flags
-                .map_or("-".into(), |f| format!("{f:#x} ({})", GMEM_FLAGS.render(f)))
+            t.gmem_flags.map_or("-".into(), |f| format!("{f:#x} ({})", GMEM_FLAGS.render(f)))
         ));
     }
     s

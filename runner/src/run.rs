@@ -28,10 +28,7 @@ impl Selection {
 /// Suite files named on the command line (directories mean their `*.yaml`), or the embedded ones.
 pub fn suite_sources(paths: &[PathBuf]) -> Result<Vec<Source>, Vec<LoadError>> {
     if paths.is_empty() {
-        return Ok(embedded::SUITES
-            .iter()
-            .map(|(n, _)| Source::Embedded(n))
-            .collect());
+        return Ok(embedded::SUITES.iter().map(|(n, _)| Source::Embedded(n)).collect());
     }
     let mut out = Vec::new();
     for p in paths {
@@ -61,12 +58,7 @@ pub fn suite_sources(paths: &[PathBuf]) -> Result<Vec<Source>, Vec<LoadError>> {
 }
 
 fn io_error(p: &Path, msg: &str) -> LoadError {
-    LoadError {
-        file: p.to_path_buf(),
-        loc: None,
-        message: msg.to_string(),
-        help: None,
-    }
+    LoadError { file: p.to_path_buf(), loc: None, message: msg.to_string(), help: None }
 }
 
 pub enum BaselineChoice<'a> {
@@ -76,10 +68,7 @@ pub enum BaselineChoice<'a> {
     Auto,
 }
 
-pub fn load_selection(
-    paths: &[PathBuf],
-    baselines: BaselineChoice,
-) -> Result<Selection, Vec<LoadError>> {
+pub fn load_selection(paths: &[PathBuf], baselines: BaselineChoice) -> Result<Selection, Vec<LoadError>> {
     let sources = suite_sources(paths)?;
     let mut suites = Vec::new();
     let mut errors = Vec::new();
@@ -92,10 +81,7 @@ pub fn load_selection(
     let mut names = std::collections::HashSet::new();
     for s in &suites {
         if !names.insert(s.name.clone()) {
-            errors.push(io_error(
-                &s.source.path(),
-                &format!("a second suite named `{}`", s.name),
-            ));
+            errors.push(io_error(&s.source.path(), &format!("a second suite named `{}`", s.name)));
         }
     }
     if !errors.is_empty() {
@@ -106,10 +92,7 @@ pub fn load_selection(
         BaselineChoice::Dir(d) => baseline::load_all(Some(d))?,
         BaselineChoice::Auto => {
             let beside = sources.iter().find_map(|s| match s {
-                Source::File(p) => p
-                    .parent()
-                    .map(|d| d.join("baselines"))
-                    .filter(|d| d.is_dir()),
+                Source::File(p) => p.parent().map(|d| d.join("baselines")).filter(|d| d.is_dir()),
                 Source::Embedded(_) => None,
             });
             baseline::load_all(beside.as_deref())?
@@ -120,19 +103,11 @@ pub fn load_selection(
 
 /// Why a case cannot run on this target, if it cannot.
 pub fn skip_reason(case: &Case, probe: &Probe) -> Option<String> {
-    case.requires
-        .iter()
-        .find_map(|r| probe.meets(r).err().map(|why| format!("needs {r}: {why}")))
+    case.requires.iter().find_map(|r| probe.meets(r).err().map(|why| format!("needs {r}: {why}")))
 }
 
-pub fn baseline_for<'a>(
-    case: &Case,
-    baselines: &'a [Baseline],
-    probe: &Probe,
-) -> Option<&'a Baseline> {
-    baselines
-        .iter()
-        .find(|b| b.matches_case(&case.id) && b.applies(probe))
+pub fn baseline_for<'a>(case: &Case, baselines: &'a [Baseline], probe: &Probe) -> Option<&'a Baseline> {
+    baselines.iter().find(|b| b.matches_case(&case.id) && b.applies(probe))
 }
 
 /// Where events go as each case ends, and the tally for the summary and exit status.
@@ -144,11 +119,7 @@ pub struct EventSink {
 
 impl EventSink {
     pub fn new(out: Option<Box<dyn Write + Send>>) -> EventSink {
-        EventSink {
-            out,
-            counts: Counts::default(),
-            events: Vec::new(),
-        }
+        EventSink { out, counts: Counts::default(), events: Vec::new() }
     }
 
     pub fn line<T: serde::Serialize>(&mut self, event: &T) {
@@ -181,15 +152,7 @@ impl Runner {
     pub fn new(exe: PathBuf, probe: Probe, timeout_scale: f64, sink: EventSink) -> Runner {
         let probe_json = serde_json::to_string(&probe).unwrap_or_default();
         let fingerprint = probe.fingerprint();
-        Runner {
-            exe,
-            probe,
-            probe_json,
-            fingerprint,
-            timeout_scale,
-            sink: Mutex::new(sink),
-            started: Instant::now(),
-        }
+        Runner { exe, probe, probe_json, fingerprint, timeout_scale, sink: Mutex::new(sink), started: Instant::now() }
     }
 
     pub fn start(&self, cases: usize) {
@@ -235,11 +198,7 @@ impl Runner {
             baseline: None,
             output: None,
             kernel_log: Vec::new(),
-            rerun: format!(
-                "gmemconf run {} --exact '{}'",
-                case.source.path().display(),
-                case.id
-            ),
+            rerun: format!("gmemconf run {} --exact '{}'", case.source.path().display(), case.id),
         };
         if let Some(reason) = skip_reason(case, &self.probe) {
             event.outcome = Outcome::Skip;
@@ -250,16 +209,10 @@ impl Runner {
             let sup = run_case_process(&self.exe, case, &self.probe_json, timeout);
             let klog = watch.finish();
             event.duration_ms = sup.duration.as_millis() as u64;
-            let step_text = |step: Option<usize>| match step
-                .and_then(|i| case.steps.get(i - 1).map(|s| (i, s)))
-            {
-                Some((i, s)) => format!(
-                    "step {i} of {} ({}, {}:{})",
-                    case.steps.len(),
-                    s.op.name(),
-                    case.source,
-                    s.loc
-                ),
+            let step_text = |step: Option<usize>| match step.and_then(|i| case.steps.get(i - 1).map(|s| (i, s))) {
+                Some((i, s)) => {
+                    format!("step {i} of {} ({}, {}:{})", case.steps.len(), s.op.name(), case.source, s.loc)
+                }
                 None => "before its first step".to_string(),
             };
             match sup.ending {
@@ -282,17 +235,12 @@ impl Runner {
                 }
                 Ending::Crashed { signal, step } => {
                     event.outcome = Outcome::Crashed;
-                    event.reason = Some(format!(
-                        "the case process died of {signal} during {}",
-                        step_text(step)
-                    ));
+                    event.reason = Some(format!("the case process died of {signal} during {}", step_text(step)));
                 }
                 Ending::Vanished { status, step } => {
                     event.outcome = Outcome::Error;
-                    event.reason = Some(format!(
-                        "the case process ended ({status}) without a result during {}",
-                        step_text(step)
-                    ));
+                    event.reason =
+                        Some(format!("the case process ended ({status}) without a result during {}", step_text(step)));
                 }
                 Ending::NotStarted(msg) => {
                     event.outcome = Outcome::Error;
@@ -327,9 +275,7 @@ fn judge_kernel_log(event: &mut CaseEvent, log: &KernelLog) {
     event.kernel_log = log.lines.clone();
     let mut alarms: Vec<String> = log.alarms.clone();
     if let Some((before, after)) = log.taint_change {
-        alarms.push(format!(
-            "kernel taint changed from {before:#x} to {after:#x}"
-        ));
+        alarms.push(format!("kernel taint changed from {before:#x} to {after:#x}"));
     }
     if alarms.is_empty() {
         return;

@@ -15,30 +15,20 @@ fn repo() -> PathBuf {
 }
 
 fn gmemconf(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("gmemconf starts")
+    Command::new(BIN).args(args).current_dir(repo()).output().expect("gmemconf starts")
 }
 
 /// The JSON-lines events of a `run --format json`, by case id.
 fn case_events(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l)
-                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
-        })
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
         .filter(|v| v["event"] == "case")
         .collect()
 }
 
 fn event<'a>(events: &'a [Value], id: &str) -> &'a Value {
-    events
-        .iter()
-        .find(|e| e["id"] == id)
-        .unwrap_or_else(|| panic!("no event for {id}"))
+    events.iter().find(|e| e["id"] == id).unwrap_or_else(|| panic!("no event for {id}"))
 }
 
 /// These tests need the real thing; without a usable /dev/kvm they fail, they do not pass.
@@ -46,22 +36,12 @@ fn event<'a>(events: &'a [Value], id: &str) -> &'a Value {
 #[once]
 fn kvm() {
     let out = gmemconf(&["probe", "--format", "json"]);
-    assert!(
-        out.status.success(),
-        "this machine has no usable /dev/kvm:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "this machine has no usable /dev/kvm:\n{}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[rstest]
 fn shipped_suites_pass_or_fail_only_as_baselined(_kvm: ()) {
-    let out = gmemconf(&[
-        "run",
-        "--format",
-        "json",
-        "suites/sealing.yaml",
-        "suites/memslot-sharing.yaml",
-    ]);
+    let out = gmemconf(&["run", "--format", "json", "suites/sealing.yaml", "suites/memslot-sharing.yaml"]);
     let events = case_events(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let bad: Vec<String> = events
@@ -69,30 +49,15 @@ fn shipped_suites_pass_or_fail_only_as_baselined(_kvm: ()) {
         .filter(|e| !["pass", "skip", "xfail"].contains(&e["outcome"].as_str().unwrap_or("")))
         .map(|e| format!("{} {}: {}", e["outcome"], e["id"], e))
         .collect();
-    assert!(
-        bad.is_empty(),
-        "unexpected verdicts:\n{}\n{stderr}",
-        bad.join("\n")
-    );
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stderr}",
-        out.status.code()
-    );
+    assert!(bad.is_empty(), "unexpected verdicts:\n{}\n{stderr}", bad.join("\n"));
+    assert!(out.status.success(), "exit {:?}\n{stderr}", out.status.code());
     let ran = events.iter().filter(|e| e["outcome"] != "skip").count();
     assert!(ran >= 80, "only {ran} cases ran");
     for e in events.iter().filter(|e| e["outcome"] == "skip") {
-        assert!(
-            e["reason"].as_str().is_some_and(|r| !r.is_empty()),
-            "a skip without a reason: {e}"
-        );
+        assert!(e["reason"].as_str().is_some_and(|r| !r.is_empty()), "a skip without a reason: {e}");
     }
     for e in events.iter().filter(|e| e["outcome"] == "xfail") {
-        assert!(
-            e["baseline"]["reason"].is_string() && e["failure"].is_object()
-                || e["reason"].is_string(),
-            "{e}"
-        );
+        assert!(e["baseline"]["reason"].is_string() && e["failure"].is_object() || e["reason"].is_string(), "{e}");
     }
 }
 
@@ -109,34 +74,16 @@ fn mutated_suite(dir: &Path, suite: &str, from: &str, to: &str) -> PathBuf {
 #[case::errno("suites/sealing.yaml", "errno: EINVAL", "errno: ENOENT")]
 #[case::signal("suites/sealing.yaml", "signal: SIGBUS", "signal: SIGSEGV")]
 #[case::guest_value("suites/memslot-sharing.yaml", "read: 0x", "read: 0x7")]
-fn a_wrong_expectation_turns_the_case_red(
-    _kvm: (),
-    #[case] suite: &str,
-    #[case] from: &str,
-    #[case] to: &str,
-) {
+fn a_wrong_expectation_turns_the_case_red(_kvm: (), #[case] suite: &str, #[case] from: &str, #[case] to: &str) {
     let dir = tempdir();
     let path = mutated_suite(&dir, suite, from, to);
-    let out = gmemconf(&[
-        "run",
-        "--format",
-        "json",
-        "--no-baselines",
-        path.to_str().expect("utf8"),
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = gmemconf(&["run", "--format", "json", "--no-baselines", path.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let events = case_events(&out);
     let red: Vec<&Value> = events.iter().filter(|e| e["outcome"] == "fail").collect();
     assert!(
-        red.iter().any(|e| e["failure"]["expected"]
-            .as_str()
-            .unwrap_or("")
-            .contains(to.split(": ").nth(1).unwrap_or(to))),
+        red.iter()
+            .any(|e| e["failure"]["expected"].as_str().unwrap_or("").contains(to.split(": ").nth(1).unwrap_or(to))),
         "no failure expecting `{to}` among {red:#?}"
     );
 }
@@ -144,38 +91,19 @@ fn a_wrong_expectation_turns_the_case_red(
 #[rstest]
 fn a_hang_is_cut_at_its_deadline_and_the_others_finish(_kvm: ()) {
     let start = Instant::now();
-    let out = gmemconf(&[
-        "run",
-        "--format",
-        "json",
-        "--test-threads",
-        "2",
-        "runner/tests/fixtures/deadline.yaml",
-    ]);
+    let out = gmemconf(&["run", "--format", "json", "--test-threads", "2", "runner/tests/fixtures/deadline.yaml"]);
     let took = start.elapsed();
     assert_eq!(out.status.code(), Some(1));
     let events = case_events(&out);
     let hang = event(&events, "harness::spins-for-ever");
     assert_eq!(hang["outcome"], "timeout", "{hang}");
     let reason = hang["reason"].as_str().unwrap_or("");
-    assert!(
-        reason.contains("within 1.0 s") && reason.contains("step 6 of 6 (guest"),
-        "{reason}"
-    );
-    assert!(
-        reason.contains("stopped with SIGTERM") || reason.contains("stopped with SIGKILL"),
-        "{reason}"
-    );
+    assert!(reason.contains("within 1.0 s") && reason.contains("step 6 of 6 (guest"), "{reason}");
+    assert!(reason.contains("stopped with SIGTERM") || reason.contains("stopped with SIGKILL"), "{reason}");
     for byte in ["17", "34", "51"] {
-        assert_eq!(
-            event(&events, &format!("harness::finishes[byte={byte}]"))["outcome"],
-            "pass"
-        );
+        assert_eq!(event(&events, &format!("harness::finishes[byte={byte}]"))["outcome"], "pass");
     }
-    assert!(
-        took < Duration::from_secs(6),
-        "the run took {took:?}: the hang held it up"
-    );
+    assert!(took < Duration::from_secs(6), "the run took {took:?}: the hang held it up");
 }
 
 #[rstest]
@@ -194,38 +122,22 @@ fn an_unexpected_sigbus_fails_its_case_alone(_kvm: ()) {
     let crash = event(&events, "harness::touches-past-eof");
     assert_eq!(crash["outcome"], "crashed", "{crash}");
     let reason = crash["reason"].as_str().unwrap_or("");
-    assert!(
-        reason.contains("SIGBUS") && reason.contains("step 4 of 4 (mem_write"),
-        "{reason}"
-    );
+    assert!(reason.contains("SIGBUS") && reason.contains("step 4 of 4 (mem_write"), "{reason}");
     assert_eq!(events.iter().filter(|e| e["outcome"] == "pass").count(), 3);
     assert_eq!(out.status.code(), Some(1));
 }
 
 #[rstest]
-#[case::unknown_step(
-    "      - gmme: { as: g, size: 4K }\n",
-    "bad.yaml:7:9: error: unknown step `gmme`"
-)]
-#[case::bad_errno(
-    "      - vm: {}\n        expect: { errno: EWHAT }\n",
-    "bad.yaml:8:26: error: unknown errno `EWHAT`"
-)]
+#[case::unknown_step("      - gmme: { as: g, size: 4K }\n", "bad.yaml:7:9: error: unknown step `gmme`")]
+#[case::bad_errno("      - vm: {}\n        expect: { errno: EWHAT }\n", "bad.yaml:8:26: error: unknown errno `EWHAT`")]
 #[case::not_yaml("      - vm: {\n", "bad.yaml:")]
 fn a_malformed_suite_is_exit_2_with_its_location(#[case] steps: &str, #[case] message: &str) {
     let dir = tempdir();
     let path = dir.join("bad.yaml");
-    std::fs::write(
-        &path,
-        format!("suite: t\nsummary: s\ncases:\n  - name: c\n    ref: r\n    steps:\n{steps}"),
-    )
-    .expect("write");
+    std::fs::write(&path, format!("suite: t\nsummary: s\ncases:\n  - name: c\n    ref: r\n    steps:\n{steps}"))
+        .expect("write");
     for cmd in ["validate", "run", "list"] {
-        let out = Command::new(BIN)
-            .args([cmd, "bad.yaml"])
-            .current_dir(&dir)
-            .output()
-            .expect("starts");
+        let out = Command::new(BIN).args([cmd, "bad.yaml"]).current_dir(&dir).output().expect("starts");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
         assert!(stderr.contains(message), "{cmd}: {stderr}");
@@ -249,23 +161,13 @@ fn bad_command_lines_are_exit_2(#[case] args: &[&str], #[case] message: &str) {
 fn list_says_what_runs_and_why_not(_kvm: ()) {
     let out = gmemconf(&["list", "--format", "json"]);
     assert!(out.status.success());
-    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let rows: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert!(rows.len() >= 80);
     for r in &rows {
-        assert!(
-            r["ref"].as_str().is_some_and(|s| !s.is_empty()),
-            "case without ref: {r}"
-        );
+        assert!(r["ref"].as_str().is_some_and(|s| !s.is_empty()), "case without ref: {r}");
         if r["run"] == false {
-            assert!(
-                r["skip_reason"]
-                    .as_str()
-                    .is_some_and(|s| s.starts_with("needs ")),
-                "{r}"
-            );
+            assert!(r["skip_reason"].as_str().is_some_and(|s| s.starts_with("needs ")), "{r}");
         }
     }
 }
@@ -275,20 +177,14 @@ fn probe_reports_the_host(_kvm: ()) {
     let out = gmemconf(&["probe", "--format", "json"]);
     let p: Value = serde_json::from_slice(&out.stdout).expect("probe JSON");
     assert_eq!(p["caps_vm"]["GUEST_MEMFD"], 1);
-    assert!(
-        ["hardware", "nested", "software"].contains(&p["virt"].as_str().unwrap_or("")),
-        "{p}"
-    );
+    assert!(["hardware", "nested", "software"].contains(&p["virt"].as_str().unwrap_or("")), "{p}");
     assert_eq!(p["vm_types"][0]["name"], "default");
     assert_eq!(p["vm_types"][0]["create"], "ok");
 }
 
 fn tempdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "gmemconf-test-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("gmemconf-test-{}-{:?}", std::process::id(), std::thread::current().id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir

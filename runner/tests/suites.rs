@@ -3,8 +3,5 @@
 
 fn main() -> std::process::ExitCode {
     let args = libtest_mimic::Arguments::from_args();
-    gmemconf::cli::harness_main(
-        args,
-        std::path::PathBuf::from(env!("CARGO_BIN_EXE_gmemconf")),
-    )
+    gmemconf::cli::harness_main(args, std::path::PathBuf::from(env!("CARGO_BIN_EXE_gmemconf")))
 }

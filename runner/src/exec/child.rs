@@ -18,32 +18,16 @@ pub fn case_main(suite_arg: &str, id: &str) -> i32 {
     };
     let result = match find_and_run(suite_arg, id, &mut |i| send(&Message::Step { index: i })) {
         Ok(r) => r,
-        Err(message) => CaseResult::Error {
-            step: None,
-            message,
-        },
+        Err(message) => CaseResult::Error { step: None, message },
     };
     send(&Message::Done { result });
     0
 }
 
-fn find_and_run(
-    suite_arg: &str,
-    id: &str,
-    on_step: &mut dyn FnMut(usize),
-) -> Result<CaseResult, String> {
+fn find_and_run(suite_arg: &str, id: &str, on_step: &mut dyn FnMut(usize)) -> Result<CaseResult, String> {
     let source = Source::from_arg(suite_arg);
-    let suite = load(&source).map_err(|errs| {
-        errs.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
-    let case = suite
-        .cases
-        .iter()
-        .find(|c| c.id == id)
-        .ok_or_else(|| format!("no case `{id}` in {source}"))?;
+    let suite = load(&source).map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+    let case = suite.cases.iter().find(|c| c.id == id).ok_or_else(|| format!("no case `{id}` in {source}"))?;
     let probe: Probe = probe::from_env().unwrap_or_else(probe::gather);
     Ok(run_case(case, &probe, on_step))
 }

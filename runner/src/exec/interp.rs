@@ -16,10 +16,7 @@ pub fn run_case(case: &Case, probe: &Probe, on_step: &mut dyn FnMut(usize)) -> C
     let mut world = match World::new() {
         Ok(w) => w,
         Err(e) => {
-            return CaseResult::Error {
-                step: None,
-                message: e.to_string(),
-            };
+            return CaseResult::Error { step: None, message: e.to_string() };
         }
     };
     let met = |r: &crate::suite::Requirement| probe.meets(r).is_ok();
@@ -40,11 +37,7 @@ pub fn run_case(case: &Case, probe: &Probe, on_step: &mut dyn FnMut(usize)) -> C
                 };
             }
         };
-        let implied = if matches!(step.op, Op::Guest { .. }) {
-            kvm::guest_implied()
-        } else {
-            Vec::new()
-        };
+        let implied = if matches!(step.op, Op::Guest { .. }) { kvm::guest_implied() } else { Vec::new() };
         if let Err(m) = judge(expected, &implied, &observed, step.op.fields()) {
             return CaseResult::Fail(StepFailure {
                 step: i + 1,
@@ -54,10 +47,7 @@ pub fn run_case(case: &Case, probe: &Probe, on_step: &mut dyn FnMut(usize)) -> C
                 expected: m.expected,
                 actual: m.actual,
                 call: observed.call,
-                contract: step
-                    .reference
-                    .clone()
-                    .unwrap_or_else(|| case.reference.clone()),
+                contract: step.reference.clone().unwrap_or_else(|| case.reference.clone()),
             });
         }
     }
@@ -73,35 +63,10 @@ pub fn perform(w: &mut World, op: &Op) -> Result<Observed, CaseError> {
         Op::Vm { name, vm_type } => Ok(kvm::vm(w, name, *vm_type)),
         Op::Vcpu { name, vm, id } => kvm::vcpu(w, name, vm, *id),
         Op::CheckExtension { on, cap } => kvm::check_extension(w, on, *cap),
-        Op::Gmem {
-            name,
-            vm,
-            size,
-            flags,
-            reserved,
-        } => kvm::gmem(w, name, vm, *size, *flags, *reserved),
-        Op::Memslot {
-            vm,
-            api,
-            slot,
-            flags,
-            gpa,
-            size,
-            userspace,
-            gmem,
-            offset,
-        } => kvm::memslot(
-            w,
-            vm,
-            *api,
-            *slot,
-            *flags,
-            *gpa,
-            *size,
-            userspace,
-            gmem.as_ref(),
-            *offset,
-        ),
+        Op::Gmem { name, vm, size, flags, reserved } => kvm::gmem(w, name, vm, *size, *flags, *reserved),
+        Op::Memslot { vm, api, slot, flags, gpa, size, userspace, gmem, offset } => {
+            kvm::memslot(w, vm, *api, *slot, *flags, *gpa, *size, userspace, gmem.as_ref(), *offset)
+        }
         Op::Guest { vcpu, program } => kvm::guest(w, vcpu, program),
         Op::Open { name, path, write } => file::open(w, name, path, *write),
         Op::Memfd { name, size } => file::memfd(w, name, *size),
@@ -110,12 +75,7 @@ pub fn perform(w: &mut World, op: &Op) -> Result<Observed, CaseError> {
         Op::Read { fd, len } => file::read(w, fd, *len, None),
         Op::Pread { fd, len, offset } => file::read(w, fd, *len, Some(*offset)),
         Op::Write { fd, len, byte } => file::write(w, fd, *len, *byte, None),
-        Op::Pwrite {
-            fd,
-            len,
-            offset,
-            byte,
-        } => file::write(w, fd, *len, *byte, Some(*offset)),
+        Op::Pwrite { fd, len, offset, byte } => file::write(w, fd, *len, *byte, Some(*offset)),
         Op::Lseek { fd, offset, whence } => file::lseek(w, fd, *offset, *whence),
         Op::Ftruncate { fd, size } => file::ftruncate(w, fd, *size),
         Op::Fchmod { fd, mode } => file::fchmod(w, fd, *mode),
@@ -124,48 +84,23 @@ pub fn perform(w: &mut World, op: &Op) -> Result<Observed, CaseError> {
         Op::AddSeals { fd, seals } => file::add_seals(w, fd, *seals),
         Op::GetSeals { fd } => file::get_seals(w, fd),
         Op::Ioctl { fd, request, arg } => file::ioctl(w, fd, *request, *arg),
-        Op::Splice {
-            fd,
-            dir,
-            len,
-            offset,
-        } => file::splice(w, fd, *dir, *len, *offset),
-        Op::CopyFileRange { from, to, len } => file::copy_file_range(w, from, to, *len),
-        Op::Sendfile { from, to, len } => file::sendfile(w, from, to, *len),
-        Op::Fallocate {
-            fd,
-            mode,
-            offset,
-            len,
-        } => file::fallocate(w, fd, *mode, *offset, *len),
+        Op::Splice { fd, dir, len, offset } => file::splice(w, fd, *dir, *len, *offset),
+        Op::CopyFileRange { from, to, len, offset_in, offset_out, flags } => {
+            file::copy_file_range(w, from, to, *len, *offset_in, *offset_out, *flags)
+        }
+        Op::Sendfile { from, to, len, offset } => file::sendfile(w, from, to, *len, *offset),
+        Op::Fcntl { fd, cmd, arg } => file::fcntl(w, fd, *cmd, *arg),
+        Op::Fchown { fd, uid, gid } => file::fchown(w, fd, *uid, *gid),
+        Op::Futimens { fd } => file::futimens(w, fd),
+        Op::Fallocate { fd, mode, offset, len } => file::fallocate(w, fd, *mode, *offset, *len),
         Op::Fstat { fd } => file::fstat(w, fd),
-        Op::Mmap {
-            name,
-            fd,
-            len,
-            offset,
-            prot,
-            flags,
-        } => mem::mmap(w, name, fd.as_ref(), *len, *offset, *prot, *flags),
+        Op::Mmap { name, fd, len, offset, prot, flags } => {
+            mem::mmap(w, name, fd.as_ref(), *len, *offset, *prot, *flags)
+        }
         Op::Munmap { map } => mem::munmap(w, map),
-        Op::Mprotect {
-            map,
-            offset,
-            len,
-            prot,
-        } => mem::mprotect(w, map, *offset, *len, *prot),
-        Op::Madvise {
-            map,
-            offset,
-            len,
-            advice,
-        } => mem::madvise(w, map, *offset, *len, *advice),
-        Op::MemWrite {
-            map,
-            offset,
-            len,
-            byte,
-        } => mem::mem_write(w, map, *offset, *len, *byte),
+        Op::Mprotect { map, offset, len, prot } => mem::mprotect(w, map, *offset, *len, *prot),
+        Op::Madvise { map, offset, len, advice } => mem::madvise(w, map, *offset, *len, *advice),
+        Op::MemWrite { map, offset, len, byte } => mem::mem_write(w, map, *offset, *len, *byte),
         Op::MemRead { map, offset, len } => mem::mem_read(w, map, *offset, *len),
     }
 }
@@ -190,14 +125,11 @@ fn perform_in_fork(w: &mut World, op: &Op) -> Result<Observed, CaseError> {
         Ok(ForkResult::Parent { child }) => {
             let call = format!("{} (in a forked copy of the case process)", op.name());
             match waitpid(child, None) {
-                Ok(WaitStatus::Signaled(_, sig, _)) => {
-                    Ok(Observed::new(ObsResult::Signal(sig), call))
-                }
+                Ok(WaitStatus::Signaled(_, sig, _)) => Ok(Observed::new(ObsResult::Signal(sig), call)),
                 Ok(WaitStatus::Exited(_, 0)) => Ok(Observed::new(ObsResult::Ok(0), call)),
-                Ok(WaitStatus::Exited(_, code)) if code >= ERRNO_EXIT_BASE => Ok(Observed::new(
-                    ObsResult::Errno(nix::errno::Errno::from_raw(code - ERRNO_EXIT_BASE)),
-                    call,
-                )),
+                Ok(WaitStatus::Exited(_, code)) if code >= ERRNO_EXIT_BASE => {
+                    Ok(Observed::new(ObsResult::Errno(nix::errno::Errno::from_raw(code - ERRNO_EXIT_BASE)), call))
+                }
                 Ok(other) => Err(CaseError(format!("forked step ended oddly: {other:?}"))),
                 Err(e) => Err(CaseError(format!("waitpid: {e}"))),
             }

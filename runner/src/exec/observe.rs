@@ -26,21 +26,12 @@ pub struct Observed {
 
 impl Observed {
     pub fn new(result: ObsResult, call: impl Into<String>) -> Observed {
-        Observed {
-            result,
-            fields: Vec::new(),
-            call: call.into(),
-            note: None,
-        }
+        Observed { result, fields: Vec::new(), call: call.into(), note: None }
     }
 
     /// From a libc return value: -1 means errno.
     pub fn from_rc(rc: i64, call: impl Into<String>) -> Observed {
-        let result = if rc < 0 {
-            ObsResult::Errno(Errno::last())
-        } else {
-            ObsResult::Ok(rc)
-        };
+        let result = if rc < 0 { ObsResult::Errno(Errno::last()) } else { ObsResult::Ok(rc) };
         Observed::new(result, call)
     }
 
@@ -91,11 +82,7 @@ pub fn render_expected(o: &Outcome, specs: &[FieldSpec]) -> String {
         }
         ResultExp::Signal(s) => format!("killed by {}", s.as_str()),
     };
-    if o.fields.is_empty() {
-        head
-    } else {
-        format!("{head} with {}", render_fields(&o.fields, specs))
-    }
+    if o.fields.is_empty() { head } else { format!("{head} with {}", render_fields(&o.fields, specs)) }
 }
 
 pub fn render_actual(obs: &Observed, specs: &[FieldSpec]) -> String {
@@ -104,11 +91,7 @@ pub fn render_actual(obs: &Observed, specs: &[FieldSpec]) -> String {
         ObsResult::Errno(e) => format!("errno {} ({})", errno_name(*e), *e as i32),
         ObsResult::Signal(s) => format!("killed by {}", s.as_str()),
     };
-    let mut s = if obs.fields.is_empty() {
-        head
-    } else {
-        format!("{head} with {}", render_fields(&obs.fields, specs))
-    };
+    let mut s = if obs.fields.is_empty() { head } else { format!("{head} with {}", render_fields(&obs.fields, specs)) };
     if let Some(n) = &obs.note {
         s.push_str("; ");
         s.push_str(n);
@@ -134,17 +117,11 @@ pub fn judge(
         (ResultExp::Signal(s), ObsResult::Signal(got)) => s == got,
         _ => false,
     };
-    let fields_ok = want
-        .fields
-        .iter()
-        .all(|(name, v)| obs.fields.iter().any(|(n, got)| n == name && got == v));
+    let fields_ok = want.fields.iter().all(|(name, v)| obs.fields.iter().any(|(n, got)| n == name && got == v));
     if result_ok && fields_ok {
         Ok(())
     } else {
-        Err(Mismatch {
-            expected: render_expected(&want, specs),
-            actual: render_actual(obs, specs),
-        })
+        Err(Mismatch { expected: render_expected(&want, specs), actual: render_actual(obs, specs) })
     }
 }
 
@@ -153,17 +130,11 @@ mod tests {
     use super::*;
     use crate::suite::expect::FieldKind;
 
-    const SPECS: &[FieldSpec] = &[FieldSpec {
-        name: "size",
-        kind: FieldKind::Int,
-    }];
+    const SPECS: &[FieldSpec] = &[FieldSpec { name: "size", kind: FieldKind::Int }];
 
     #[test]
     fn errno_mismatch_renders_both_sides() {
-        let want = Outcome {
-            result: ResultExp::Errno(vec![Errno::EINVAL]),
-            fields: vec![],
-        };
+        let want = Outcome { result: ResultExp::Errno(vec![Errno::EINVAL]), fields: vec![] };
         let obs = Observed::new(ObsResult::Ok(0), "read");
         let m = judge(&want, &[], &obs, SPECS).expect_err("success is not EINVAL");
         assert_eq!(m.expected, "errno EINVAL");
@@ -172,10 +143,7 @@ mod tests {
 
     #[test]
     fn fields_must_all_match() {
-        let want = Outcome {
-            result: ResultExp::Ok,
-            fields: vec![("size", FieldVal::Int(4096))],
-        };
+        let want = Outcome { result: ResultExp::Ok, fields: vec![("size", FieldVal::Int(4096))] };
         let obs = Observed::new(ObsResult::Ok(0), "fstat").field("size", FieldVal::Int(8192));
         let m = judge(&want, &[], &obs, SPECS).expect_err("sizes differ");
         assert_eq!(m.actual, "success (returned 0) with size: 0x2000");

@@ -13,9 +13,7 @@ const MAX_IO: u64 = 16 << 20;
 
 fn io_len(len: u64) -> Result<usize, CaseError> {
     if len > MAX_IO {
-        return Err(CaseError(format!(
-            "I/O length {len:#x} exceeds gmemconf's {MAX_IO:#x} buffer"
-        )));
+        return Err(CaseError(format!("I/O length {len:#x} exceeds gmemconf's {MAX_IO:#x} buffer")));
     }
     Ok(len as usize)
 }
@@ -36,29 +34,20 @@ pub fn open(w: &mut World, as_: &str, path: &str, write: bool) -> Result<Observe
     let obs = Observed::from_rc(fd.into(), format!("open(\"{path}\")"));
     if fd >= 0 {
         // SAFETY: fd was just returned by open and is owned by nothing else.
-        w.objects.insert(
-            as_.to_string(),
-            Obj::File(unsafe { OwnedFd::from_raw_fd(fd) }),
-        );
+        w.objects.insert(as_.to_string(), Obj::File(unsafe { OwnedFd::from_raw_fd(fd) }));
     }
     Ok(obs)
 }
 
 fn sized_file(fd: RawFd, size: u64, what: &str) -> Result<OwnedFd, CaseError> {
     if fd < 0 {
-        return Err(CaseError(format!(
-            "cannot make {what}: {}",
-            nix::errno::Errno::last()
-        )));
+        return Err(CaseError(format!("cannot make {what}: {}", nix::errno::Errno::last())));
     }
     // SAFETY: fd was just created and is owned by nothing else.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: plain syscall on our own fd.
     if unsafe { libc::ftruncate(fd, size as i64) } < 0 {
-        return Err(CaseError(format!(
-            "cannot size {what}: {}",
-            nix::errno::Errno::last()
-        )));
+        return Err(CaseError(format!("cannot size {what}: {}", nix::errno::Errno::last())));
     }
     Ok(owned)
 }
@@ -66,33 +55,17 @@ fn sized_file(fd: RawFd, size: u64, what: &str) -> Result<OwnedFd, CaseError> {
 pub fn memfd(w: &mut World, as_: &str, size: u64) -> Result<Observed, CaseError> {
     // SAFETY: static NUL-terminated name.
     let fd = unsafe { libc::memfd_create(c"gmemconf".as_ptr(), libc::MFD_CLOEXEC) };
-    w.objects
-        .insert(as_.into(), Obj::File(sized_file(fd, size, "a memfd")?));
-    Ok(Observed::new(
-        ObsResult::Ok(0),
-        format!("memfd_create, ftruncate to {}", render_size(size)),
-    ))
+    w.objects.insert(as_.into(), Obj::File(sized_file(fd, size, "a memfd")?));
+    Ok(Observed::new(ObsResult::Ok(0), format!("memfd_create, ftruncate to {}", render_size(size))))
 }
 
 pub fn tmpfile(w: &mut World, as_: &str, size: u64) -> Result<Observed, CaseError> {
     let dir = CString::new(std::env::temp_dir().to_string_lossy().as_bytes())
         .map_err(|_| CaseError("bad temp dir".into()))?;
     // SAFETY: valid path; O_TMPFILE makes an unnamed regular file.
-    let fd = unsafe {
-        libc::open(
-            dir.as_ptr(),
-            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
-            0o600,
-        )
-    };
-    w.objects.insert(
-        as_.into(),
-        Obj::File(sized_file(fd, size, "a regular temporary file")?),
-    );
-    Ok(Observed::new(
-        ObsResult::Ok(0),
-        format!("open(O_TMPFILE), ftruncate to {}", render_size(size)),
-    ))
+    let fd = unsafe { libc::open(dir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC, 0o600) };
+    w.objects.insert(as_.into(), Obj::File(sized_file(fd, size, "a regular temporary file")?));
+    Ok(Observed::new(ObsResult::Ok(0), format!("open(O_TMPFILE), ftruncate to {}", render_size(size))))
 }
 
 pub fn close(w: &mut World, fd: &FdRef) -> Result<Observed, CaseError> {
@@ -110,10 +83,7 @@ pub fn close(w: &mut World, fd: &FdRef) -> Result<Observed, CaseError> {
             let raw = w.fd(other)?;
             // SAFETY: closing a number that no live OwnedFd of ours owns (closed or literal).
             let rc = unsafe { libc::close(raw) };
-            Ok(Observed::from_rc(
-                rc.into(),
-                format!("close({})", name(other)),
-            ))
+            Ok(Observed::from_rc(rc.into(), format!("close({})", name(other))))
         }
     }
 }
@@ -133,20 +103,10 @@ pub fn read(w: &World, fd: &FdRef, len: u64, offset: Option<i64>) -> Result<Obse
         Some(off) => format!("pread({}, {len}, offset {off:#x})", name(fd)),
     };
     let obs = Observed::from_rc(rc as i64, call);
-    Ok(if rc >= 0 {
-        obs.field("value", FieldVal::Int(rc as i128))
-    } else {
-        obs
-    })
+    Ok(if rc >= 0 { obs.field("value", FieldVal::Int(rc as i128)) } else { obs })
 }
 
-pub fn write(
-    w: &World,
-    fd: &FdRef,
-    len: u64,
-    byte: u8,
-    offset: Option<i64>,
-) -> Result<Observed, CaseError> {
+pub fn write(w: &World, fd: &FdRef, len: u64, byte: u8, offset: Option<i64>) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     let buf = vec![byte; io_len(len)?];
     // SAFETY: buf has len readable bytes.
@@ -158,90 +118,50 @@ pub fn write(
     };
     let call = match offset {
         None => format!("write({}, {len} bytes of {byte:#04x})", name(fd)),
-        Some(off) => format!(
-            "pwrite({}, {len} bytes of {byte:#04x}, offset {off:#x})",
-            name(fd)
-        ),
+        Some(off) => format!("pwrite({}, {len} bytes of {byte:#04x}, offset {off:#x})", name(fd)),
     };
     let obs = Observed::from_rc(rc as i64, call);
-    Ok(if rc >= 0 {
-        obs.field("value", FieldVal::Int(rc as i128))
-    } else {
-        obs
-    })
+    Ok(if rc >= 0 { obs.field("value", FieldVal::Int(rc as i128)) } else { obs })
 }
 
 fn with_value(rc: i64, call: String) -> Observed {
     let obs = Observed::from_rc(rc, call);
-    if rc >= 0 {
-        obs.field("value", FieldVal::Int(rc.into()))
-    } else {
-        obs
-    }
+    if rc >= 0 { obs.field("value", FieldVal::Int(rc.into())) } else { obs }
 }
 
 pub fn lseek(w: &World, fd: &FdRef, offset: i64, whence: u64) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
     let rc = unsafe { libc::lseek(raw, offset, whence as i32) };
-    Ok(with_value(
-        rc,
-        format!(
-            "lseek({}, {offset:#x}, SEEK_{})",
-            name(fd),
-            WHENCE.render(whence).to_uppercase()
-        ),
-    ))
+    Ok(with_value(rc, format!("lseek({}, {offset:#x}, SEEK_{})", name(fd), WHENCE.render(whence).to_uppercase())))
 }
 
 pub fn ftruncate(w: &World, fd: &FdRef, size: i64) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
     let rc = unsafe { libc::ftruncate(raw, size) };
-    Ok(with_value(
-        rc.into(),
-        format!("ftruncate({}, {size:#x})", name(fd)),
-    ))
+    Ok(with_value(rc.into(), format!("ftruncate({}, {size:#x})", name(fd))))
 }
 
 pub fn fchmod(w: &World, fd: &FdRef, mode: u32) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
     let rc = unsafe { libc::fchmod(raw, mode) };
-    Ok(with_value(
-        rc.into(),
-        format!("fchmod({}, {mode:#o})", name(fd)),
-    ))
+    Ok(with_value(rc.into(), format!("fchmod({}, {mode:#o})", name(fd))))
 }
 
 pub fn fsync(w: &World, fd: &FdRef, data_only: bool) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscalls.
-    let rc = unsafe {
-        if data_only {
-            libc::fdatasync(raw)
-        } else {
-            libc::fsync(raw)
-        }
-    };
-    Ok(with_value(
-        rc.into(),
-        format!(
-            "{}({})",
-            if data_only { "fdatasync" } else { "fsync" },
-            name(fd)
-        ),
-    ))
+    let rc = unsafe { if data_only { libc::fdatasync(raw) } else { libc::fsync(raw) } };
+    Ok(with_value(rc.into(), format!("{}({})", if data_only { "fdatasync" } else { "fsync" }, name(fd))))
 }
 
 pub fn add_seals(w: &World, fd: &FdRef, seals: u64) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
     let rc = unsafe { libc::fcntl(raw, libc::F_ADD_SEALS, seals as libc::c_int) };
-    Ok(with_value(
-        rc.into(),
-        format!("fcntl({}, F_ADD_SEALS, {})", name(fd), SEALS.render(seals)),
-    ))
+    Ok(with_value(rc.into(), format!("fcntl({}, F_ADD_SEALS, {})", name(fd), SEALS.render(seals))))
 }
 
 pub fn get_seals(w: &World, fd: &FdRef) -> Result<Observed, CaseError> {
@@ -249,11 +169,7 @@ pub fn get_seals(w: &World, fd: &FdRef) -> Result<Observed, CaseError> {
     // SAFETY: plain syscall.
     let rc = unsafe { libc::fcntl(raw, libc::F_GET_SEALS) };
     let obs = with_value(rc.into(), format!("fcntl({}, F_GET_SEALS)", name(fd)));
-    Ok(if rc >= 0 {
-        obs.field("seals", FieldVal::Int(rc.into()))
-    } else {
-        obs
-    })
+    Ok(if rc >= 0 { obs.field("seals", FieldVal::Int(rc.into())) } else { obs })
 }
 
 pub fn ioctl(w: &World, fd: &FdRef, request: u64, arg: u64) -> Result<Observed, CaseError> {
@@ -261,23 +177,25 @@ pub fn ioctl(w: &World, fd: &FdRef, request: u64, arg: u64) -> Result<Observed, 
     // SAFETY: the request and integer argument are the case's; the kernel validates both, and an
     // unknown request on these files reads no user memory.
     let rc = unsafe { libc::ioctl(raw, request as libc::c_ulong, arg as libc::c_ulong) };
-    Ok(with_value(
-        rc.into(),
-        format!("ioctl({}, {request:#x}, {arg:#x})", name(fd)),
-    ))
+    Ok(with_value(rc.into(), format!("ioctl({}, {request:#x}, {arg:#x})", name(fd))))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), CaseError> {
     nix::unistd::pipe().map_err(|e| CaseError(format!("pipe: {e}")))
 }
 
-pub fn splice(
-    w: &World,
-    fd: &FdRef,
-    dir: SpliceDir,
-    len: u64,
-    offset: i64,
-) -> Result<Observed, CaseError> {
+fn offset_ptr(off: &mut Option<i64>) -> *mut i64 {
+    match off {
+        Some(o) => o,
+        None => std::ptr::null_mut(),
+    }
+}
+
+fn offset_text(off: Option<i64>) -> String {
+    off.map_or("NULL".to_string(), |o| format!("{o:#x}"))
+}
+
+pub fn splice(w: &World, fd: &FdRef, dir: SpliceDir, len: u64, offset: Option<i64>) -> Result<Observed, CaseError> {
     use std::os::fd::AsRawFd;
     let raw = w.fd(fd)?;
     let (r, wr) = pipe()?;
@@ -285,20 +203,20 @@ pub fn splice(
     let len = len.min(4096) as usize;
     let rc = match dir {
         SpliceDir::Out => {
-            // SAFETY: off is a valid loff_t; the pipe is ours.
-            unsafe { libc::splice(raw, &mut off, wr.as_raw_fd(), std::ptr::null_mut(), len, 0) }
+            // SAFETY: the offset pointer is NULL or points at a live i64; the pipe is ours.
+            unsafe { libc::splice(raw, offset_ptr(&mut off), wr.as_raw_fd(), std::ptr::null_mut(), len, 0) }
         }
         SpliceDir::In => {
             let data = vec![0xaau8; len];
             // SAFETY: data is readable for len bytes; a fresh pipe holds 4096 bytes without blocking.
             unsafe { libc::write(wr.as_raw_fd(), data.as_ptr().cast(), len) };
             // SAFETY: as above.
-            unsafe { libc::splice(r.as_raw_fd(), std::ptr::null_mut(), raw, &mut off, len, 0) }
+            unsafe { libc::splice(r.as_raw_fd(), std::ptr::null_mut(), raw, offset_ptr(&mut off), len, 0) }
         }
     };
     let what = match dir {
-        SpliceDir::Out => format!("splice({} @ {offset:#x} -> pipe, {len})", name(fd)),
-        SpliceDir::In => format!("splice(pipe -> {} @ {offset:#x}, {len})", name(fd)),
+        SpliceDir::Out => format!("splice({} @ {} -> pipe, {len})", name(fd), offset_text(offset)),
+        SpliceDir::In => format!("splice(pipe -> {} @ {}, {len})", name(fd), offset_text(offset)),
     };
     Ok(with_value(rc as i64, what))
 }
@@ -308,52 +226,61 @@ pub fn copy_file_range(
     from: &FdRef,
     to: &FdRef,
     len: u64,
+    offset_in: Option<i64>,
+    offset_out: Option<i64>,
+    flags: u32,
 ) -> Result<Observed, CaseError> {
     let (f, t) = (w.fd(from)?, w.fd(to)?);
-    // SAFETY: null offsets use the files' positions.
-    let rc = unsafe {
-        libc::copy_file_range(
-            f,
-            std::ptr::null_mut(),
-            t,
-            std::ptr::null_mut(),
-            len as usize,
-            0,
-        )
-    };
-    Ok(with_value(
-        rc as i64,
-        format!("copy_file_range({} -> {}, {len})", name(from), name(to)),
-    ))
+    let (mut oi, mut oo) = (offset_in, offset_out);
+    // SAFETY: each offset pointer is NULL or points at a live i64.
+    let rc = unsafe { libc::copy_file_range(f, offset_ptr(&mut oi), t, offset_ptr(&mut oo), len as usize, flags) };
+    let call = format!(
+        "copy_file_range({} @ {} -> {} @ {}, {len}, flags {flags:#x})",
+        name(from),
+        offset_text(offset_in),
+        name(to),
+        offset_text(offset_out)
+    );
+    Ok(with_value(rc as i64, call))
 }
 
-pub fn sendfile(w: &World, from: &FdRef, to: &FdRef, len: u64) -> Result<Observed, CaseError> {
+pub fn sendfile(w: &World, from: &FdRef, to: &FdRef, len: u64, offset: Option<i64>) -> Result<Observed, CaseError> {
     let (f, t) = (w.fd(from)?, w.fd(to)?);
-    // SAFETY: null offset uses the source file's position.
-    let rc = unsafe { libc::sendfile(t, f, std::ptr::null_mut(), len as usize) };
-    Ok(with_value(
-        rc as i64,
-        format!("sendfile({} -> {}, {len})", name(from), name(to)),
-    ))
+    let mut off = offset;
+    // SAFETY: the offset pointer is NULL or points at a live i64.
+    let rc = unsafe { libc::sendfile(t, f, offset_ptr(&mut off), len as usize) };
+    Ok(with_value(rc as i64, format!("sendfile({} @ {} -> {}, {len})", name(from), offset_text(offset), name(to))))
 }
 
-pub fn fallocate(
-    w: &World,
-    fd: &FdRef,
-    mode: u64,
-    offset: i64,
-    len: i64,
-) -> Result<Observed, CaseError> {
+pub fn fcntl(w: &World, fd: &FdRef, cmd: u64, arg: u64) -> Result<Observed, CaseError> {
+    let raw = w.fd(fd)?;
+    // SAFETY: the commands in FCNTL_CMDS take an integer argument or none.
+    let rc = unsafe { libc::fcntl(raw, cmd as libc::c_int, arg as libc::c_long) };
+    let cmd_name = crate::suite::names::FCNTL_CMDS.render(cmd).to_uppercase();
+    Ok(with_value(rc.into(), format!("fcntl({}, F_{cmd_name}, {arg:#x})", name(fd))))
+}
+
+pub fn fchown(w: &World, fd: &FdRef, uid: u32, gid: u32) -> Result<Observed, CaseError> {
+    let raw = w.fd(fd)?;
+    // SAFETY: plain syscall.
+    let rc = unsafe { libc::fchown(raw, uid, gid) };
+    Ok(with_value(rc.into(), format!("fchown({}, {uid}, {gid})", name(fd))))
+}
+
+pub fn futimens(w: &World, fd: &FdRef) -> Result<Observed, CaseError> {
+    let raw = w.fd(fd)?;
+    // SAFETY: a NULL times pointer sets both timestamps to now.
+    let rc = unsafe { libc::futimens(raw, std::ptr::null()) };
+    Ok(with_value(rc.into(), format!("futimens({}, now)", name(fd))))
+}
+
+pub fn fallocate(w: &World, fd: &FdRef, mode: u64, offset: i64, len: i64) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
     let rc = unsafe { libc::fallocate(raw, mode as libc::c_int, offset, len) };
     Ok(with_value(
         rc.into(),
-        format!(
-            "fallocate({}, {}, offset {offset:#x}, len {len:#x})",
-            name(fd),
-            FALLOC_MODES.render(mode)
-        ),
+        format!("fallocate({}, {}, offset {offset:#x}, len {len:#x})", name(fd), FALLOC_MODES.render(mode)),
     ))
 }
 
@@ -384,5 +311,6 @@ pub fn fstat(w: &World, fd: &FdRef) -> Result<Observed, CaseError> {
         .field("blksize", FieldVal::Int(st.st_blksize.into()))
         .field("nlink", FieldVal::Int(st.st_nlink.into()))
         .field("perm", FieldVal::Int((st.st_mode & 0o7777).into()))
-        .field("type", FieldVal::Word(kind.into())))
+        .field("type", FieldVal::Word(kind.into()))
+        .field("ino", FieldVal::Int(st.st_ino.into())))
 }

@@ -14,8 +14,7 @@ pub fn vm(w: &mut World, name: &str, vm_type: u64) -> Observed {
     let call = format!("KVM_CREATE_VM {{ type: {} }}", uapi::vm_type_name(vm_type));
     match w.kvm.create_vm_raw(vm_type) {
         Ok(vm) => {
-            w.objects
-                .insert(name.to_string(), Obj::Vm(VmObj { vm, code: None }));
+            w.objects.insert(name.to_string(), Obj::Vm(VmObj { vm, code: None }));
             Observed::new(ObsResult::Ok(0), call)
         }
         Err(e) => Observed::new(ObsResult::Errno(e), call),
@@ -54,42 +53,23 @@ pub fn vcpu(w: &mut World, name: &str, vm_name: &str, id: u64) -> Result<Observe
             };
             // SAFETY: the code page mapping lives in an Rc held by the VM and each vCPU object,
             // dropped only when the World is.
-            unsafe { vm.vm.set_memory_region2_raw(&region) }.map_err(|e| {
-                CaseError(format!(
-                    "cannot add the guest code memslot {slot} at {CODE_GPA:#x}: {e}"
-                ))
-            })?;
+            unsafe { vm.vm.set_memory_region2_raw(&region) }
+                .map_err(|e| CaseError(format!("cannot add the guest code memslot {slot} at {CODE_GPA:#x}: {e}")))?;
             let c = Rc::new(CodePage { map, gpa: CODE_GPA });
             vm.code = Some(c.clone());
             c
         }
     };
-    w.objects.insert(
-        name.to_string(),
-        Obj::Vcpu(Box::new(VcpuObj {
-            vcpu: Vcpu::new(fd),
-            code,
-        })),
-    );
+    w.objects.insert(name.to_string(), Obj::Vcpu(Box::new(VcpuObj { vcpu: Vcpu::new(fd), code })));
     Ok(Observed::new(ObsResult::Ok(0), call))
 }
 
 pub fn check_extension(w: &World, on: &str, cap: u32) -> Result<Observed, CaseError> {
-    let cap_name = uapi::PROBED_CAPS
-        .iter()
-        .find(|(_, c)| *c == cap)
-        .map(|(n, _)| *n)
-        .unwrap_or("?");
+    let cap_name = uapi::PROBED_CAPS.iter().find(|(_, c)| *c == cap).map(|(n, _)| *n).unwrap_or("?");
     let call = format!("KVM_CHECK_EXTENSION({cap_name} = {cap}) on {on}");
-    let r = if on == "kvm" {
-        w.kvm.check_extension(cap)
-    } else {
-        w.vm(on)?.vm.check_extension(cap)
-    };
+    let r = if on == "kvm" { w.kvm.check_extension(cap) } else { w.vm(on)?.vm.check_extension(cap) };
     let obs = match r {
-        Ok(v) => {
-            Observed::new(ObsResult::Ok(v.into()), call).field("value", FieldVal::Int(v.into()))
-        }
+        Ok(v) => Observed::new(ObsResult::Ok(v.into()), call).field("value", FieldVal::Int(v.into())),
         Err(e) => Observed::new(ObsResult::Errno(e), call),
     };
     Ok(obs)
@@ -104,20 +84,13 @@ pub fn gmem(
     reserved: [u64; 6],
 ) -> Result<Observed, CaseError> {
     let vm = w.vm(vm_name)?;
-    let mut call = format!(
-        "KVM_CREATE_GUEST_MEMFD {{ size: {}, flags: {} ",
-        render_size(size),
-        GMEM_FLAGS.render(flags)
-    );
+    let mut call =
+        format!("KVM_CREATE_GUEST_MEMFD {{ size: {}, flags: {} ", render_size(size), GMEM_FLAGS.render(flags));
     if reserved != [0; 6] {
         call.push_str(&format!(", reserved: {reserved:#x?} "));
     }
     call.push('}');
-    match vm.vm.create_guest_memfd_raw(CreateGuestMemfd {
-        size,
-        flags,
-        reserved,
-    }) {
+    match vm.vm.create_guest_memfd_raw(CreateGuestMemfd { size, flags, reserved }) {
         Ok(fd) => {
             w.objects.insert(name.to_string(), Obj::File(fd));
             Ok(Observed::new(ObsResult::Ok(0), call))
@@ -169,13 +142,7 @@ pub fn memslot(
             (unsafe { vm.vm.set_memory_region2_raw(&region) }, call)
         }
         RegionApi::V1 => {
-            let region = MemoryRegion {
-                slot,
-                flags,
-                guest_phys_addr: gpa,
-                memory_size: size,
-                userspace_addr,
-            };
+            let region = MemoryRegion { slot, flags, guest_phys_addr: gpa, memory_size: size, userspace_addr };
             let call = format!(
                 "KVM_SET_USER_MEMORY_REGION {{ slot: {slot}, flags: {flags_text}, gpa: {gpa:#x}, size: {size:#x}, userspace_addr: {userspace_addr:#x} }}"
             );
@@ -194,11 +161,10 @@ pub fn guest(w: &mut World, vcpu_name: &str, program: &Program) -> Result<Observ
         .map_err(|e| CaseError(e.to_string()))?;
     let mut obs = match &report.last_exit {
         GuestExit::Errno(e) => return Ok(Observed::new(ObsResult::Errno(*e), call)),
-        GuestExit::MemoryFault { .. } => Observed::new(ObsResult::Ok(0), call)
-            .field("exit", FieldVal::Word("memory_fault".into())),
-        other => {
-            Observed::new(ObsResult::Ok(0), call).field("exit", FieldVal::Word(other.word().into()))
+        GuestExit::MemoryFault { .. } => {
+            Observed::new(ObsResult::Ok(0), call).field("exit", FieldVal::Word("memory_fault".into()))
         }
+        other => Observed::new(ObsResult::Ok(0), call).field("exit", FieldVal::Word(other.word().into())),
     };
     obs = obs.field("completed", FieldVal::Bool(report.done));
     if let Some(v) = report.values.first() {
@@ -214,10 +180,7 @@ pub fn guest(w: &mut World, vcpu_name: &str, program: &Program) -> Result<Observ
         }
         GuestExit::Mmio { gpa, write } => {
             obs = obs.field("gpa", FieldVal::Int(gpa.into()));
-            obs.note = Some(format!(
-                "MMIO {} at {gpa:#x}",
-                if write { "write" } else { "read" }
-            ));
+            obs.note = Some(format!("MMIO {} at {gpa:#x}", if write { "write" } else { "read" }));
         }
         GuestExit::IoOut { port, .. } | GuestExit::IoIn { port } => {
             obs = obs.field("port", FieldVal::Int(port.into()));
@@ -233,8 +196,5 @@ pub fn guest(w: &mut World, vcpu_name: &str, program: &Program) -> Result<Observ
 
 /// Fields a guest step always checks unless it expects a particular `exit`.
 pub fn guest_implied() -> Vec<(&'static str, FieldVal)> {
-    vec![
-        ("exit", FieldVal::Word("hlt".into())),
-        ("completed", FieldVal::Bool(true)),
-    ]
+    vec![("exit", FieldVal::Word("hlt".into())), ("completed", FieldVal::Bool(true))]
 }

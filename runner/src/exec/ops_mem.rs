@@ -17,11 +17,7 @@ pub fn mmap(
 ) -> Result<Observed, CaseError> {
     let (raw, flags, what) = match fd {
         Some(f) => (w.fd(f)?, flags as i32, format!("{f:?}")),
-        None => (
-            -1,
-            flags as i32 | libc::MAP_ANONYMOUS,
-            "anonymous".to_string(),
-        ),
+        None => (-1, flags as i32 | libc::MAP_ANONYMOUS, "anonymous".to_string()),
     };
     let call = format!(
         "mmap({what}, len {}, offset {offset:#x}, {}, {})",
@@ -45,78 +41,40 @@ pub fn munmap(w: &mut World, map: &str) -> Result<Observed, CaseError> {
 }
 
 /// The sub-range of a mapping a step names; outside the mapping is a case error.
-fn range(
-    m: &Mapping,
-    map: &str,
-    offset: u64,
-    len: Option<u64>,
-) -> Result<(*mut u8, usize), CaseError> {
+fn range(m: &Mapping, map: &str, offset: u64, len: Option<u64>) -> Result<(*mut u8, usize), CaseError> {
     let len = len.unwrap_or((m.len as u64).saturating_sub(offset));
     if offset.checked_add(len).is_none_or(|end| end > m.len as u64) {
-        return Err(CaseError(format!(
-            "range {offset:#x}+{len:#x} is outside mapping `{map}` ({:#x} bytes)",
-            m.len
-        )));
+        return Err(CaseError(format!("range {offset:#x}+{len:#x} is outside mapping `{map}` ({:#x} bytes)", m.len)));
     }
     // SAFETY: offset is within the mapping, checked above.
     Ok((unsafe { m.ptr.add(offset as usize) }, len as usize))
 }
 
-pub fn mprotect(
-    w: &World,
-    map: &str,
-    offset: u64,
-    len: Option<u64>,
-    prot: u64,
-) -> Result<Observed, CaseError> {
+pub fn mprotect(w: &World, map: &str, offset: u64, len: Option<u64>, prot: u64) -> Result<Observed, CaseError> {
     let (ptr, len) = range(w.map(map)?, map, offset, len)?;
     // SAFETY: the range lies in a mapping we own; no Rust reference points into it.
     let rc = unsafe { libc::mprotect(ptr.cast(), len, prot as i32) };
-    Ok(Observed::from_rc(
-        rc.into(),
-        format!(
-            "mprotect({map}+{offset:#x}, {len:#x}, {})",
-            PROT.render(prot)
-        ),
-    ))
+    Ok(Observed::from_rc(rc.into(), format!("mprotect({map}+{offset:#x}, {len:#x}, {})", PROT.render(prot))))
 }
 
-pub fn madvise(
-    w: &World,
-    map: &str,
-    offset: u64,
-    len: Option<u64>,
-    advice: u64,
-) -> Result<Observed, CaseError> {
+pub fn madvise(w: &World, map: &str, offset: u64, len: Option<u64>, advice: u64) -> Result<Observed, CaseError> {
     let (ptr, len) = range(w.map(map)?, map, offset, len)?;
     // SAFETY: as for mprotect.
     let rc = unsafe { libc::madvise(ptr.cast(), len, advice as i32) };
     Ok(Observed::from_rc(
         rc.into(),
-        format!(
-            "madvise({map}+{offset:#x}, {len:#x}, MADV_{})",
-            MADVISE.render(advice).to_uppercase()
-        ),
+        format!("madvise({map}+{offset:#x}, {len:#x}, MADV_{})", MADVISE.render(advice).to_uppercase()),
     ))
 }
 
-pub fn mem_write(
-    w: &World,
-    map: &str,
-    offset: u64,
-    len: u64,
-    byte: u8,
-) -> Result<Observed, CaseError> {
+pub fn mem_write(w: &World, map: &str, offset: u64, len: u64, byte: u8) -> Result<Observed, CaseError> {
     let (ptr, len) = range(w.map(map)?, map, offset, Some(len))?;
     for i in 0..len {
         // SAFETY: within the mapping (checked); volatile so that each byte really is touched
         // and a fault lands on the byte that causes it.
         unsafe { ptr.add(i).write_volatile(byte) };
     }
-    Ok(Observed::new(
-        ObsResult::Ok(0),
-        format!("write {len:#x} bytes of {byte:#04x} at {map}+{offset:#x}"),
-    ))
+    Ok(Observed::new(ObsResult::Ok(0), format!("write {len:#x} bytes of {byte:#04x} at {map}+{offset:#x}")))
 }
 
 pub fn mem_read(w: &World, map: &str, offset: u64, len: u64) -> Result<Observed, CaseError> {
@@ -132,18 +90,12 @@ pub fn mem_read(w: &World, map: &str, offset: u64, len: u64) -> Result<Observed,
             _ => {}
         }
     }
-    let mut obs = Observed::new(
-        ObsResult::Ok(0),
-        format!("read {len:#x} bytes at {map}+{offset:#x}"),
-    );
+    let mut obs = Observed::new(ObsResult::Ok(0), format!("read {len:#x} bytes at {map}+{offset:#x}"));
     match (first, differs) {
         (Some(f), None) => obs = obs.field("bytes", FieldVal::Int(f.into())),
         (Some(f), Some((at, b))) => {
             obs = obs.field("bytes", FieldVal::Word("mixed".into()));
-            obs.note = Some(format!(
-                "bytes differ: {f:#04x} at +{offset:#x}, {b:#04x} at +{:#x}",
-                offset + at as u64
-            ));
+            obs.note = Some(format!("bytes differ: {f:#04x} at +{offset:#x}, {b:#04x} at +{:#x}", offset + at as u64));
         }
         _ => {}
     }

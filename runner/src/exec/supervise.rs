@@ -50,18 +50,10 @@ const GRACE: Duration = Duration::from_millis(300);
 const UNKILLABLE: Duration = Duration::from_secs(5);
 const OUTPUT_LIMIT: usize = 64 * 1024;
 
-pub fn run_case_process(
-    exe: &Path,
-    case: &Case,
-    probe_json: &str,
-    timeout: Duration,
-) -> Supervised {
+pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Duration) -> Supervised {
     let start = Instant::now();
-    let not_started = |msg: String| Supervised {
-        ending: Ending::NotStarted(msg),
-        duration: start.elapsed(),
-        output: String::new(),
-    };
+    let not_started =
+        |msg: String| Supervised { ending: Ending::NotStarted(msg), duration: start.elapsed(), output: String::new() };
     let (report_r, report_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => return not_started(format!("pipe: {e}")),
@@ -100,14 +92,8 @@ pub fn run_case_process(
 
     let (tx, rx) = mpsc::channel::<Message>();
     let reader = std::thread::spawn(move || read_messages(report_r, tx));
-    let out_reader = child
-        .stdout
-        .take()
-        .map(|s| std::thread::spawn(move || read_bounded(s)));
-    let err_reader = child
-        .stderr
-        .take()
-        .map(|s| std::thread::spawn(move || read_bounded(s)));
+    let out_reader = child.stdout.take().map(|s| std::thread::spawn(move || read_bounded(s)));
+    let err_reader = child.stderr.take().map(|s| std::thread::spawn(move || read_bounded(s)));
 
     let deadline = start + timeout;
     let mut step = None;
@@ -138,22 +124,14 @@ pub fn run_case_process(
     let Some(status) = status else {
         // A process that survives SIGKILL is stuck inside the kernel: leave it (and the threads
         // reading its pipes, which it still holds open) rather than hang the whole run on it.
-        let stopped_by =
-            "nothing: the process is stuck in the kernel (D state) and survives SIGKILL";
+        let stopped_by = "nothing: the process is stuck in the kernel (D state) and survives SIGKILL";
         let ending = Ending::Timeout { step, stopped_by };
-        return Supervised {
-            ending,
-            duration: start.elapsed(),
-            output: String::new(),
-        };
+        return Supervised { ending, duration: start.elapsed(), output: String::new() };
     };
     let _ = reader.join();
     let mut output = String::new();
     for (name, h) in [("stdout", out_reader), ("stderr", err_reader)] {
-        if let Some(text) = h
-            .and_then(|h| h.join().ok())
-            .filter(|t| !t.trim().is_empty())
-        {
+        if let Some(text) = h.and_then(|h| h.join().ok()).filter(|t| !t.trim().is_empty()) {
             output.push_str(&format!("--- {name} ---\n{text}"));
         }
     }
@@ -167,17 +145,10 @@ pub fn run_case_process(
                     .unwrap_or_else(|_| format!("signal {sig}")),
                 step,
             },
-            None => Ending::Vanished {
-                status: format!("exit code {}", status.code().unwrap_or(-1)),
-                step,
-            },
+            None => Ending::Vanished { status: format!("exit code {}", status.code().unwrap_or(-1)), step },
         },
     };
-    Supervised {
-        ending,
-        duration: start.elapsed(),
-        output,
-    }
+    Supervised { ending, duration: start.elapsed(), output }
 }
 
 /// SIGTERM to the case's process group, a grace period, then SIGKILL. Says which one stopped it.
@@ -196,11 +167,7 @@ fn stop(child: &mut std::process::Child, pgid: Pid) -> &'static str {
 
 /// Waits for the child until `until`, then SIGKILLs its group and waits a little more.
 /// None if it will not die (stuck in an uninterruptible kernel wait).
-fn reap(
-    child: &mut std::process::Child,
-    pgid: Pid,
-    until: Instant,
-) -> Option<std::process::ExitStatus> {
+fn reap(child: &mut std::process::Child, pgid: Pid, until: Instant) -> Option<std::process::ExitStatus> {
     let mut killed_at: Option<Instant> = None;
     loop {
         match child.try_wait() {

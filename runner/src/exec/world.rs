@@ -19,22 +19,13 @@ pub struct Mapping {
 
 impl Mapping {
     /// mmap(2) with the caller's exact arguments; `fd` -1 with MAP_ANONYMOUS for anonymous memory.
-    pub fn map(
-        len: usize,
-        prot: i32,
-        flags: i32,
-        fd: RawFd,
-        offset: i64,
-    ) -> Result<Mapping, nix::errno::Errno> {
+    pub fn map(len: usize, prot: i32, flags: i32, fd: RawFd, offset: i64) -> Result<Mapping, nix::errno::Errno> {
         // SAFETY: a fresh mapping chosen by the kernel (no MAP_FIXED) aliases no Rust object.
         let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, offset) };
         if ptr == libc::MAP_FAILED {
             return Err(nix::errno::Errno::last());
         }
-        Ok(Mapping {
-            ptr: ptr.cast(),
-            len,
-        })
+        Ok(Mapping { ptr: ptr.cast(), len })
     }
 
     pub fn addr(&self) -> u64 {
@@ -99,19 +90,14 @@ impl From<KvmError> for CaseError {
 
 impl World {
     pub fn new() -> Result<World, KvmError> {
-        Ok(World {
-            kvm: Kvm::open()?,
-            objects: HashMap::new(),
-        })
+        Ok(World { kvm: Kvm::open()?, objects: HashMap::new() })
     }
 
     pub fn vm(&self, name: &str) -> Result<&VmObj, CaseError> {
         match self.objects.get(name) {
             Some(Obj::Vm(v)) => Ok(v),
             Some(o) => Err(CaseError(format!("`{name}` is {}, not a VM", o.kind()))),
-            None => Err(CaseError(format!(
-                "`{name}` does not exist (closed earlier?)"
-            ))),
+            None => Err(CaseError(format!("`{name}` does not exist (closed earlier?)"))),
         }
     }
 
@@ -119,9 +105,7 @@ impl World {
         match self.objects.get_mut(name) {
             Some(Obj::Vm(v)) => Ok(v),
             Some(o) => Err(CaseError(format!("`{name}` is {}, not a VM", o.kind()))),
-            None => Err(CaseError(format!(
-                "`{name}` does not exist (closed earlier?)"
-            ))),
+            None => Err(CaseError(format!("`{name}` does not exist (closed earlier?)"))),
         }
     }
 
@@ -129,22 +113,15 @@ impl World {
         match self.objects.get_mut(name) {
             Some(Obj::Vcpu(v)) => Ok(v),
             Some(o) => Err(CaseError(format!("`{name}` is {}, not a vCPU", o.kind()))),
-            None => Err(CaseError(format!(
-                "`{name}` does not exist (closed earlier?)"
-            ))),
+            None => Err(CaseError(format!("`{name}` does not exist (closed earlier?)"))),
         }
     }
 
     pub fn map(&self, name: &str) -> Result<&Mapping, CaseError> {
         match self.objects.get(name) {
             Some(Obj::Map(m)) => Ok(m),
-            Some(o) => Err(CaseError(format!(
-                "`{name}` is {}, not a mapping",
-                o.kind()
-            ))),
-            None => Err(CaseError(format!(
-                "`{name}` does not exist (unmapped earlier?)"
-            ))),
+            Some(o) => Err(CaseError(format!("`{name}` is {}, not a mapping", o.kind()))),
+            None => Err(CaseError(format!("`{name}` does not exist (unmapped earlier?)"))),
         }
     }
 
@@ -157,10 +134,7 @@ impl World {
             FdRef::Named(n) => match self.objects.get(n) {
                 Some(Obj::File(f)) => Ok(f.as_raw_fd()),
                 Some(Obj::Vm(v)) => Ok(v.vm.as_raw_fd()),
-                Some(o) => Err(CaseError(format!(
-                    "`{n}` is {}, which has no fd to use here",
-                    o.kind()
-                ))),
+                Some(o) => Err(CaseError(format!("`{n}` is {}, which has no fd to use here", o.kind()))),
                 None => Err(CaseError(format!("`{n}` does not exist (closed earlier?)"))),
             },
         }
@@ -169,8 +143,7 @@ impl World {
 
 /// A descriptor number that is not open: the lowest free one, opened and closed again.
 fn closed_fd() -> Result<RawFd, CaseError> {
-    let f =
-        std::fs::File::open("/dev/null").map_err(|e| CaseError(format!("open /dev/null: {e}")))?;
+    let f = std::fs::File::open("/dev/null").map_err(|e| CaseError(format!("open /dev/null: {e}")))?;
     let fd = f.into_raw_fd();
     // SAFETY: fd was just opened by us and is owned by nothing else.
     unsafe { libc::close(fd) };

@@ -79,11 +79,7 @@ impl Program {
                 a.hlt()?;
                 a.set_label(&mut end)?;
             }
-            Program::ReadLoop {
-                gpa,
-                len,
-                iterations,
-            } => {
+            Program::ReadLoop { gpa, len, iterations } => {
                 let mut pass = a.create_label();
                 let mut page = a.create_label();
                 a.mov(edx, addr32(iterations)?)?;
@@ -128,10 +124,7 @@ impl std::fmt::Display for AsmError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AsmError::Iced(e) => write!(f, "{e}"),
-            AsmError::Above4G(v) => write!(
-                f,
-                "{v:#x} is above 4 GiB: guest programs run in 32-bit mode"
-            ),
+            AsmError::Above4G(v) => write!(f, "{v:#x} is above 4 GiB: guest programs run in 32-bit mode"),
         }
     }
 }
@@ -148,25 +141,10 @@ mod tests {
     fn every_program_assembles_and_ends_in_hlt() {
         for p in [
             Program::Read { gpa: 0x1000 },
-            Program::Write {
-                gpa: 0x1000,
-                byte: 1,
-            },
-            Program::Fill {
-                gpa: 0x1000,
-                len: 4096,
-                byte: 0xaa,
-            },
-            Program::Verify {
-                gpa: 0x1000,
-                len: 4096,
-                byte: 0xaa,
-            },
-            Program::ReadLoop {
-                gpa: 0x1000,
-                len: 8192,
-                iterations: 3,
-            },
+            Program::Write { gpa: 0x1000, byte: 1 },
+            Program::Fill { gpa: 0x1000, len: 4096, byte: 0xaa },
+            Program::Verify { gpa: 0x1000, len: 4096, byte: 0xaa },
+            Program::ReadLoop { gpa: 0x1000, len: 8192, iterations: 3 },
         ] {
             let code = p.assemble(0xfff0_0000).expect("assembles");
             assert_eq!(code.last(), Some(&0xf4), "{p:?} ends in hlt");

@@ -47,39 +47,20 @@ pub unsafe fn run_program(
 ) -> Result<GuestReport, RunError> {
     let code = program.assemble(code_gpa).map_err(RunError::Assemble)?;
     if code.len() > 4096 {
-        return Err(RunError::Assemble(format!(
-            "{} bytes do not fit the code page",
-            code.len()
-        )));
+        return Err(RunError::Assemble(format!("{} bytes do not fit the code page", code.len())));
     }
     // SAFETY: the caller guarantees 4 KiB of writable memory at `code_host`.
     unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), code_host, code.len()) };
     vcpu.enter_flat32(code_gpa).map_err(RunError::Kvm)?;
-    let mut report = GuestReport {
-        values: Vec::new(),
-        done: false,
-        mismatch: None,
-        last_exit: GuestExit::Hlt,
-    };
+    let mut report = GuestReport { values: Vec::new(), done: false, mismatch: None, last_exit: GuestExit::Hlt };
     let mut mismatch_gpa = None;
     for _ in 0..MAX_EXITS {
         let exit = vcpu.run_once();
         match exit {
-            GuestExit::IoOut {
-                port: PORT_VALUE,
-                value,
-            } => report.values.push(value),
-            GuestExit::IoOut {
-                port: PORT_DONE, ..
-            } => report.done = true,
-            GuestExit::IoOut {
-                port: PORT_MISMATCH_GPA,
-                value,
-            } => mismatch_gpa = Some(value),
-            GuestExit::IoOut {
-                port: PORT_MISMATCH_BYTE,
-                value,
-            } => {
+            GuestExit::IoOut { port: PORT_VALUE, value } => report.values.push(value),
+            GuestExit::IoOut { port: PORT_DONE, .. } => report.done = true,
+            GuestExit::IoOut { port: PORT_MISMATCH_GPA, value } => mismatch_gpa = Some(value),
+            GuestExit::IoOut { port: PORT_MISMATCH_BYTE, value } => {
                 report.mismatch = Some((mismatch_gpa.unwrap_or(0), value as u8));
             }
             other => {

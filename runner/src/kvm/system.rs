@@ -14,10 +14,7 @@ impl Kvm {
     pub fn open() -> Result<Kvm, KvmError> {
         kvm_ioctls::Kvm::new()
             .map(|inner| Kvm { inner })
-            .map_err(|e| KvmError {
-                ioctl: "open(/dev/kvm)",
-                errno: Errno::from_raw(e.errno()),
-            })
+            .map_err(|e| KvmError { ioctl: "open(/dev/kvm)", errno: Errno::from_raw(e.errno()) })
     }
 
     pub fn api_version(&self) -> Result<i32, KvmError> {
@@ -31,10 +28,7 @@ impl Kvm {
 
     /// KVM_CREATE_VM with the exact errno on failure.
     pub fn create_vm_raw(&self, vm_type: u64) -> Result<Vm, Errno> {
-        self.inner
-            .create_vm_with_type(vm_type)
-            .map(|fd| Vm::new(fd, vm_type))
-            .map_err(|e| Errno::from_raw(e.errno()))
+        self.inner.create_vm_with_type(vm_type).map(|fd| Vm::new(fd, vm_type)).map_err(|e| Errno::from_raw(e.errno()))
     }
 
     pub fn try_create_vm(&self, vm_type: u64) -> Result<Vm, KvmError> {

@@ -49,21 +49,11 @@ pub const KVM_MEMORY_ATTRIBUTE_PRIVATE: u64 = 1 << 3;
 pub const KVM_MEMORY_EXIT_FLAG_PRIVATE: u64 = 1 << 3;
 
 /// x86 VM types, by the names suites use.
-pub const VM_TYPES: &[(&str, u64)] = &[
-    ("default", 0),
-    ("sw_protected", 1),
-    ("sev", 2),
-    ("sev_es", 3),
-    ("snp", 4),
-    ("tdx", 5),
-];
+pub const VM_TYPES: &[(&str, u64)] =
+    &[("default", 0), ("sw_protected", 1), ("sev", 2), ("sev_es", 3), ("snp", 4), ("tdx", 5)];
 
 pub fn vm_type_name(t: u64) -> String {
-    VM_TYPES
-        .iter()
-        .find(|(_, v)| *v == t)
-        .map(|(n, _)| (*n).to_string())
-        .unwrap_or_else(|| format!("type{t}"))
+    VM_TYPES.iter().find(|(_, v)| *v == t).map(|(n, _)| (*n).to_string()).unwrap_or_else(|| format!("type{t}"))
 }
 
 /// struct kvm_userspace_memory_region2, 160 bytes.

@@ -53,16 +53,8 @@ impl GuestExit {
     }
 }
 
-pub const EXIT_WORDS: &[&str] = &[
-    "hlt",
-    "io",
-    "mmio",
-    "shutdown",
-    "memory_fault",
-    "internal_error",
-    "fail_entry",
-    "other",
-];
+pub const EXIT_WORDS: &[&str] =
+    &["hlt", "io", "mmio", "shutdown", "memory_fault", "internal_error", "fail_entry", "other"];
 
 pub struct Vcpu {
     fd: VcpuFd,
@@ -92,11 +84,7 @@ impl Vcpu {
             unusable: 0,
             padding: 0,
         };
-        let data = kvm_segment {
-            selector: 0x10,
-            type_: 0x3,
-            ..code
-        };
+        let data = kvm_segment { selector: 0x10, type_: 0x3, ..code };
         sregs.cs = code;
         sregs.ds = data;
         sregs.es = data;
@@ -104,10 +92,7 @@ impl Vcpu {
         sregs.gs = data;
         sregs.ss = data;
         sregs.cr0 = (sregs.cr0 | 1) & !(1 << 31);
-        self.fd
-            .set_sregs(&sregs)
-            .map_err(errno)
-            .named("KVM_SET_SREGS")?;
+        self.fd.set_sregs(&sregs).map_err(errno).named("KVM_SET_SREGS")?;
         let mut regs = self.fd.get_regs().map_err(errno).named("KVM_GET_REGS")?;
         regs.rip = rip;
         regs.rflags = 0x2;
@@ -115,17 +100,9 @@ impl Vcpu {
     }
 
     /// KVM_PRE_FAULT_MEMORY: on return `range.gpa`/`range.size` hold what is left to do.
-    pub fn pre_fault_memory_raw(
-        &self,
-        range: &mut super::uapi::PreFaultMemory,
-    ) -> Result<(), Errno> {
+    pub fn pre_fault_memory_raw(&self, range: &mut super::uapi::PreFaultMemory) -> Result<(), Errno> {
         use std::os::fd::AsRawFd;
-        super::ioctl::ioctl_ptr(
-            self.fd.as_raw_fd(),
-            super::uapi::KVM_PRE_FAULT_MEMORY,
-            range,
-        )
-        .map(drop)
+        super::ioctl::ioctl_ptr(self.fd.as_raw_fd(), super::uapi::KVM_PRE_FAULT_MEMORY, range).map(drop)
     }
 
     /// One KVM_RUN.
@@ -136,10 +113,7 @@ impl Vcpu {
                 let mut bytes = [0u8; 8];
                 let n = data.len().min(8);
                 bytes[..n].copy_from_slice(&data[..n]);
-                GuestExit::IoOut {
-                    port,
-                    value: u64::from_le_bytes(bytes),
-                }
+                GuestExit::IoOut { port, value: u64::from_le_bytes(bytes) }
             }
             Ok(VcpuExit::IoIn(port, data)) => {
                 data.fill(0);
@@ -151,9 +125,7 @@ impl Vcpu {
             }
             Ok(VcpuExit::MmioWrite(gpa, _)) => GuestExit::Mmio { gpa, write: true },
             Ok(VcpuExit::Shutdown) => GuestExit::Shutdown,
-            Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
-                GuestExit::MemoryFault { gpa, size, flags }
-            }
+            Ok(VcpuExit::MemoryFault { flags, gpa, size }) => GuestExit::MemoryFault { gpa, size, flags },
             Ok(VcpuExit::InternalError) => GuestExit::InternalError,
             Ok(VcpuExit::FailEntry(reason, _)) => GuestExit::FailEntry { reason },
             Ok(other) => GuestExit::Other(format!("{other:?}")),

@@ -29,13 +29,9 @@ impl Vm {
     }
 
     pub fn try_create_guest_memfd(&self, size: u64, flags: u64) -> Result<GuestMemfd, KvmError> {
-        self.create_guest_memfd_raw(CreateGuestMemfd {
-            size,
-            flags,
-            ..Default::default()
-        })
-        .map(|fd| GuestMemfd::new(fd, size, flags))
-        .named("KVM_CREATE_GUEST_MEMFD")
+        self.create_guest_memfd_raw(CreateGuestMemfd { size, flags, ..Default::default() })
+            .map(|fd| GuestMemfd::new(fd, size, flags))
+            .named("KVM_CREATE_GUEST_MEMFD")
     }
 
     /// KVM_SET_USER_MEMORY_REGION2.
@@ -45,12 +41,7 @@ impl Vm {
     /// guest, for as long as the slot exists: the guest writes through it.
     pub unsafe fn set_memory_region2_raw(&self, region: &MemoryRegion2) -> Result<(), Errno> {
         let mut region = *region;
-        ioctl_ptr(
-            self.as_raw_fd(),
-            uapi::KVM_SET_USER_MEMORY_REGION2,
-            &mut region,
-        )
-        .map(drop)
+        ioctl_ptr(self.as_raw_fd(), uapi::KVM_SET_USER_MEMORY_REGION2, &mut region).map(drop)
     }
 
     /// KVM_SET_USER_MEMORY_REGION (v1).
@@ -59,30 +50,17 @@ impl Vm {
     /// As for `set_memory_region2_raw`.
     pub unsafe fn set_memory_region_raw(&self, region: &MemoryRegion) -> Result<(), Errno> {
         let mut region = *region;
-        ioctl_ptr(
-            self.as_raw_fd(),
-            uapi::KVM_SET_USER_MEMORY_REGION,
-            &mut region,
-        )
-        .map(drop)
+        ioctl_ptr(self.as_raw_fd(), uapi::KVM_SET_USER_MEMORY_REGION, &mut region).map(drop)
     }
 
     /// KVM_SET_MEMORY_ATTRIBUTES (e.g. PRIVATE over a gpa range).
     pub fn set_memory_attributes_raw(&self, attrs: &MemoryAttributes) -> Result<(), Errno> {
         let mut attrs = *attrs;
-        ioctl_ptr(
-            self.as_raw_fd(),
-            uapi::KVM_SET_MEMORY_ATTRIBUTES,
-            &mut attrs,
-        )
-        .map(drop)
+        ioctl_ptr(self.as_raw_fd(), uapi::KVM_SET_MEMORY_ATTRIBUTES, &mut attrs).map(drop)
     }
 
     pub fn try_create_vcpu(&self, id: u64) -> Result<kvm_ioctls::VcpuFd, KvmError> {
-        self.fd
-            .create_vcpu(id)
-            .map_err(|e| Errno::from_raw(e.errno()))
-            .named("KVM_CREATE_VCPU")
+        self.fd.create_vcpu(id).map_err(|e| Errno::from_raw(e.errno())).named("KVM_CREATE_VCPU")
     }
 }
 

@@ -3,9 +3,7 @@
 use super::host;
 use super::{Probe, VmTypeProbe};
 use crate::kvm::Kvm;
-use crate::kvm::uapi::{
-    KVM_CAP_GUEST_MEMFD, KVM_CAP_GUEST_MEMFD_FLAGS, KVM_CAP_VM_TYPES, PROBED_CAPS, VM_TYPES,
-};
+use crate::kvm::uapi::{KVM_CAP_GUEST_MEMFD, KVM_CAP_GUEST_MEMFD_FLAGS, KVM_CAP_VM_TYPES, PROBED_CAPS, VM_TYPES};
 use crate::suite::names::errno_name;
 use std::collections::BTreeMap;
 
@@ -37,35 +35,23 @@ pub fn gather() -> Probe {
     let kvm = match kvm {
         Ok(k) => k,
         Err(e) => {
-            probe.kvm_error = Some(format!(
-                "{e} (is /dev/kvm there and readable by this user?)"
-            ));
+            probe.kvm_error = Some(format!("{e} (is /dev/kvm there and readable by this user?)"));
             return probe;
         }
     };
     probe.api_version = kvm.api_version().ok();
     for (name, cap) in PROBED_CAPS {
-        probe
-            .caps_system
-            .insert((*name).to_string(), answer(kvm.check_extension(*cap)));
+        probe.caps_system.insert((*name).to_string(), answer(kvm.check_extension(*cap)));
     }
     match kvm.try_create_vm(0) {
         Ok(vm) => {
             for (name, cap) in PROBED_CAPS {
-                probe
-                    .caps_vm
-                    .insert((*name).to_string(), answer(vm.check_extension(*cap)));
+                probe.caps_vm.insert((*name).to_string(), answer(vm.check_extension(*cap)));
             }
         }
         Err(e) => probe.kvm_error = Some(format!("cannot create a default VM: {e}")),
     }
-    let advertised = probe
-        .caps_system
-        .get("VM_TYPES")
-        .copied()
-        .filter(|v| *v > 0)
-        .unwrap_or(1) as u64
-        | 1;
+    let advertised = probe.caps_system.get("VM_TYPES").copied().filter(|v| *v > 0).unwrap_or(1) as u64 | 1;
     for (name, value) in VM_TYPES {
         let mut t = VmTypeProbe {
             name: (*name).to_string(),
@@ -79,10 +65,7 @@ pub fn gather() -> Probe {
             Ok(vm) => {
                 t.create = "ok".into();
                 t.guest_memfd = Some(answer(vm.check_extension(KVM_CAP_GUEST_MEMFD)));
-                t.gmem_flags = vm
-                    .check_extension(KVM_CAP_GUEST_MEMFD_FLAGS)
-                    .ok()
-                    .map(|v| v as u32 as u64);
+                t.gmem_flags = vm.check_extension(KVM_CAP_GUEST_MEMFD_FLAGS).ok().map(|v| v as u32 as u64);
             }
             Err(e) => t.create = errno_name(e).to_string(),
         }

@@ -36,10 +36,7 @@ pub fn cpu_vendor() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     cpuinfo
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("vendor_id")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
+        .find_map(|l| l.strip_prefix("vendor_id").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -49,11 +46,7 @@ pub fn virt_kind(kvm_usable: bool) -> (VirtKind, String) {
     let flags: Vec<&str> = cpuinfo
         .lines()
         .find_map(|l| l.strip_prefix("flags"))
-        .map(|f| {
-            f.trim_start_matches([' ', '\t', ':'])
-                .split_whitespace()
-                .collect()
-        })
+        .map(|f| f.trim_start_matches([' ', '\t', ':']).split_whitespace().collect())
         .unwrap_or_default();
     let has = |f: &str| flags.contains(&f);
     let modules: Vec<String> = std::fs::read_dir("/sys/module")
@@ -74,16 +67,8 @@ pub fn virt_kind(kvm_usable: bool) -> (VirtKind, String) {
     let detail = format!(
         "cpu flags: {}{}; modules: {}",
         hw.unwrap_or("no vmx/svm"),
-        if has("hypervisor") {
-            ", under a hypervisor"
-        } else {
-            ""
-        },
-        if modules.is_empty() {
-            "none listed".to_string()
-        } else {
-            modules.join(" ")
-        }
+        if has("hypervisor") { ", under a hypervisor" } else { "" },
+        if modules.is_empty() { "none listed".to_string() } else { modules.join(" ") }
     );
     let kind = match (kvm_usable, hw, has("hypervisor")) {
         (false, _, _) => VirtKind::None,
@@ -110,7 +95,5 @@ pub fn numa_nodes() -> usize {
 }
 
 pub fn kernel_release() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "unknown".into())
+    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into())
 }

@@ -68,17 +68,10 @@ impl Probe {
             Requirement::Kvm => Ok(()),
             Requirement::GuestMemfd => cap("GUEST_MEMFD", "no guest_memfd for default VMs"),
             Requirement::UserMemory2 => cap("USER_MEMORY2", "no KVM_SET_USER_MEMORY_REGION2"),
-            Requirement::MemoryFaultInfo => {
-                cap("MEMORY_FAULT_INFO", "no KVM_EXIT_MEMORY_FAULT details")
-            }
-            Requirement::MemoryAttributes => {
-                cap("MEMORY_ATTRIBUTES", "no KVM_SET_MEMORY_ATTRIBUTES")
-            }
+            Requirement::MemoryFaultInfo => cap("MEMORY_FAULT_INFO", "no KVM_EXIT_MEMORY_FAULT details"),
+            Requirement::MemoryAttributes => cap("MEMORY_ATTRIBUTES", "no KVM_SET_MEMORY_ATTRIBUTES"),
             Requirement::PrivateAttribute => {
-                if self.vm_cap("MEMORY_ATTRIBUTES") as u64
-                    & crate::kvm::uapi::KVM_MEMORY_ATTRIBUTE_PRIVATE
-                    != 0
-                {
+                if self.vm_cap("MEMORY_ATTRIBUTES") as u64 & crate::kvm::uapi::KVM_MEMORY_ATTRIBUTE_PRIVATE != 0 {
                     Ok(())
                 } else {
                     Err(format!(
@@ -89,26 +82,30 @@ impl Probe {
             }
             Requirement::PreFault => cap("PRE_FAULT_MEMORY", "no KVM_PRE_FAULT_MEMORY"),
             Requirement::ExitHypercall => cap("EXIT_HYPERCALL", "no hypercall exits"),
+            Requirement::MultiAddressSpace => match self.vm_cap("MULTI_ADDRESS_SPACE") {
+                v if v > 1 => Ok(()),
+                v => Err(format!("KVM_CAP_MULTI_ADDRESS_SPACE is {v}: one address space")),
+            },
+            Requirement::Arch(a) => {
+                if a == std::env::consts::ARCH {
+                    Ok(())
+                } else {
+                    Err(format!("this host is {}, the case is for {a}", std::env::consts::ARCH))
+                }
+            }
             Requirement::MultiNuma => {
                 if self.numa_nodes > 1 {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "{} NUMA node(s): mempolicy has nothing to distinguish",
-                        self.numa_nodes
-                    ))
+                    Err(format!("{} NUMA node(s): mempolicy has nothing to distinguish", self.numa_nodes))
                 }
             }
             Requirement::VmType(t) => match self.vm_types.iter().find(|p| p.value == *t) {
                 Some(p) if p.advertised && p.create == "ok" => Ok(()),
-                Some(p) if p.advertised => Err(format!(
-                    "VM type {} is advertised but KVM_CREATE_VM fails with {}",
-                    p.name, p.create
-                )),
-                _ => Err(format!(
-                    "VM type {} is not in KVM_CAP_VM_TYPES",
-                    vm_type_name(*t)
-                )),
+                Some(p) if p.advertised => {
+                    Err(format!("VM type {} is advertised but KVM_CREATE_VM fails with {}", p.name, p.create))
+                }
+                _ => Err(format!("VM type {} is not in KVM_CAP_VM_TYPES", vm_type_name(*t))),
             },
             Requirement::GmemFlags(mask) => {
                 let have = self.default_type().and_then(|t| t.gmem_flags).unwrap_or(0);
@@ -127,22 +124,12 @@ impl Probe {
 
     /// One line for reports: `6.18.44, software KVM; GUEST_MEMFD=1 GUEST_MEMFD_FLAGS=0x3 VM_TYPES=0x1`.
     pub fn fingerprint(&self) -> String {
-        let caps: Vec<String> = [
-            "GUEST_MEMFD",
-            "GUEST_MEMFD_FLAGS",
-            "VM_TYPES",
-            "MEMORY_ATTRIBUTES",
-            "PRE_FAULT_MEMORY",
-        ]
-        .iter()
-        .map(|c| format!("{c}={:#x}", self.vm_cap(c)))
-        .collect();
-        format!(
-            "{}, {} KVM; {}",
-            self.kernel_release,
-            self.virt,
-            caps.join(" ")
-        )
+        let caps: Vec<String> =
+            ["GUEST_MEMFD", "GUEST_MEMFD_FLAGS", "VM_TYPES", "MEMORY_ATTRIBUTES", "PRE_FAULT_MEMORY"]
+                .iter()
+                .map(|c| format!("{c}={:#x}", self.vm_cap(c)))
+                .collect();
+        format!("{}, {} KVM; {}", self.kernel_release, self.virt, caps.join(" "))
     }
 }
 
@@ -150,7 +137,5 @@ impl Probe {
 pub const PROBE_ENV: &str = "GMEMCONF_PROBE";
 
 pub fn from_env() -> Option<Probe> {
-    std::env::var(PROBE_ENV)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
+    std::env::var(PROBE_ENV).ok().and_then(|s| serde_json::from_str(&s).ok())
 }

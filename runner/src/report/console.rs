@@ -35,10 +35,7 @@ pub fn trials(runner: &Arc<Runner>, selection: &Selection) -> Vec<Trial> {
 /// The closing summary: counts, then each XFAIL/XPASS with its baseline, then skips by reason.
 pub fn summary(counts: &Counts, events: &[CaseEvent], fingerprint: &str, seconds: f64) -> String {
     let mut s = String::new();
-    let parts: Vec<String> = Outcome::ALL
-        .iter()
-        .map(|o| format!("{} {}", counts.get(*o), o.label()))
-        .collect();
+    let parts: Vec<String> = Outcome::ALL.iter().map(|o| format!("{} {}", counts.get(*o), o.label())).collect();
     let _ = writeln!(s, "\ngmemconf: {} cases on {fingerprint}", counts.total());
     let _ = writeln!(s, "gmemconf: {} in {seconds:.1} s", parts.join(", "));
     let mut sorted: Vec<&CaseEvent> = events.iter().collect();
@@ -48,26 +45,16 @@ pub fn summary(counts: &Counts, events: &[CaseEvent], fingerprint: &str, seconds
         if list.is_empty() {
             continue;
         }
-        let _ = writeln!(
-            s,
-            "{} (known deviations of this kernel, from baselines):",
-            o.label().to_uppercase()
-        );
+        let _ = writeln!(s, "{} (known deviations of this kernel, from baselines):", o.label().to_uppercase());
         for e in list {
             if let Some(b) = &e.baseline {
-                let _ = writeln!(
-                    s,
-                    "  {}\n      {} [{}:{}; {}]",
-                    e.id, b.reason, b.file, b.line, b.reference
-                );
+                let _ = writeln!(s, "  {}\n      {} [{}:{}; {}]", e.id, b.reason, b.file, b.line, b.reference);
             }
         }
     }
     let mut skips: BTreeMap<&str, usize> = BTreeMap::new();
     for e in sorted.iter().filter(|e| e.outcome == Outcome::Skip) {
-        *skips
-            .entry(e.reason.as_deref().unwrap_or("no reason"))
-            .or_default() += 1;
+        *skips.entry(e.reason.as_deref().unwrap_or("no reason")).or_default() += 1;
     }
     if !skips.is_empty() {
         let _ = writeln!(s, "SKIP (capabilities this target lacks):");

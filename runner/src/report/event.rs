@@ -136,9 +136,7 @@ impl Counts {
     }
 
     pub fn failed(&self) -> bool {
-        Outcome::ALL
-            .iter()
-            .any(|o| o.is_failure() && self.get(*o) > 0)
+        Outcome::ALL.iter().any(|o| o.is_failure() && self.get(*o) > 0)
     }
 }
 

@@ -6,9 +6,7 @@ use super::event::{CaseEvent, Outcome};
 pub fn failure_block(e: &CaseEvent, fingerprint: &str) -> String {
     let mut s = String::new();
     let head = match e.outcome {
-        Outcome::Xpass => {
-            "XPASS (passed, but a baseline says this kernel fails it: remove or narrow the entry)"
-        }
+        Outcome::Xpass => "XPASS (passed, but a baseline says this kernel fails it: remove or narrow the entry)",
         Outcome::Timeout => "TIMEOUT",
         Outcome::Crashed => "CRASHED",
         Outcome::Error => "ERROR (gmemconf could not carry the case out)",
@@ -17,10 +15,7 @@ pub fn failure_block(e: &CaseEvent, fingerprint: &str) -> String {
     s.push_str(&format!("{head} {} ({} ms)\n", e.id, e.duration_ms));
     match &e.failure {
         Some(f) => {
-            s.push_str(&format!(
-                "  --> {} (step {} of {}: {})\n",
-                f.location, f.step, f.of, f.op
-            ));
+            s.push_str(&format!("  --> {} (step {} of {}: {})\n", f.location, f.step, f.of, f.op));
             s.push_str(&format!("  contract: {}\n", f.contract));
             s.push_str(&format!("  expected: {}\n", f.expected));
             s.push_str(&format!("    actual: {}\n", f.actual));
@@ -35,10 +30,7 @@ pub fn failure_block(e: &CaseEvent, fingerprint: &str) -> String {
         s.push_str(&format!("    reason: {r}\n"));
     }
     if let Some(b) = &e.baseline {
-        s.push_str(&format!(
-            "  baseline: {} ({}:{}; {})\n",
-            b.reason, b.file, b.line, b.reference
-        ));
+        s.push_str(&format!("  baseline: {} ({}:{}; {})\n", b.reason, b.file, b.line, b.reference));
     }
     for line in &e.kernel_log {
         s.push_str(&format!("    kernel: {line}\n"));

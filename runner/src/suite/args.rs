@@ -19,35 +19,23 @@ impl<'a> Args<'a> {
             _ => {
                 return Err(NodeError::at(
                     node,
-                    format!(
-                        "the arguments of step `{op}` must be a mapping, found {}",
-                        node.kind()
-                    ),
+                    format!("the arguments of step `{op}` must be a mapping, found {}", node.kind()),
                 )
-                .help(format!(
-                    "write `{op}: {{ {}: ... }}`",
-                    known.first().unwrap_or(&"field")
-                )));
+                .help(format!("write `{op}: {{ {}: ... }}`", known.first().unwrap_or(&"field"))));
             }
         };
         for (key, _) in entries {
             let name = key.as_str().unwrap_or_default();
             if !known.contains(&name) {
-                return Err(NodeError::at(
-                    key,
-                    format!("unknown field `{}` for step `{op}`", key.render_compact()),
-                )
-                .help(unknown_name_help(name, known)));
+                return Err(NodeError::at(key, format!("unknown field `{}` for step `{op}`", key.render_compact()))
+                    .help(unknown_name_help(name, known)));
             }
         }
         Ok(Args { op, node, entries })
     }
 
     pub fn get(&self, key: &str) -> Option<&'a Node> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(_, v)| v)
+        self.entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
     }
 
     pub fn req(&self, key: &str) -> NResult<&'a Node> {
@@ -74,9 +62,8 @@ impl<'a> Args<'a> {
             None => Ok(default),
             Some(n) => {
                 let v = names::parse_u64(n)?;
-                u32::try_from(v).map_err(|_| {
-                    NodeError::at(n, format!("`{key}` is a 32-bit field; {v:#x} does not fit"))
-                })
+                u32::try_from(v)
+                    .map_err(|_| NodeError::at(n, format!("`{key}` is a 32-bit field; {v:#x} does not fit")))
             }
         }
     }
@@ -87,8 +74,7 @@ impl<'a> Args<'a> {
             Some(n) => {
                 let v = names::parse_u64(n)?;
                 u8::try_from(v).map_err(|_| {
-                    NodeError::at(n, format!("`{key}` is a byte; {v:#x} does not fit"))
-                        .help("use 0..=0xff")
+                    NodeError::at(n, format!("`{key}` is a byte; {v:#x} does not fit")).help("use 0..=0xff")
                 })
             }
         }
@@ -101,13 +87,10 @@ impl<'a> Args<'a> {
     /// One name out of a flag table used as an enumeration (lseek whence, madvise advice).
     pub fn word_or(&self, key: &str, table: &FlagTable, default: &str) -> NResult<u64> {
         match self.get(key) {
-            None => table
-                .bit(default)
-                .ok_or_else(|| NodeError::at(self.node, "internal: bad default")),
-            Some(n) if matches!(n.value, Value::Seq(_)) => Err(NodeError::at(
-                n,
-                format!("`{key}` takes one {}, not a list", table.what),
-            )),
+            None => table.bit(default).ok_or_else(|| NodeError::at(self.node, "internal: bad default")),
+            Some(n) if matches!(n.value, Value::Seq(_)) => {
+                Err(NodeError::at(n, format!("`{key}` takes one {}, not a list", table.what)))
+            }
             Some(n) => table.parse(n),
         }
     }
@@ -117,10 +100,7 @@ impl<'a> Args<'a> {
             None => Ok(default.to_string()),
             Some(n) => match &n.value {
                 Value::Str(s) => Ok(s.clone()),
-                _ => Err(NodeError::at(
-                    n,
-                    format!("`{key}` must be a name, found {}", n.kind()),
-                )),
+                _ => Err(NodeError::at(n, format!("`{key}` must be a name, found {}", n.kind()))),
             },
         }
     }
@@ -135,14 +115,8 @@ impl<'a> Args<'a> {
     pub fn bool_or(&self, key: &str, default: bool) -> NResult<bool> {
         match self.get(key) {
             None => Ok(default),
-            Some(Node {
-                value: Value::Bool(b),
-                ..
-            }) => Ok(*b),
-            Some(n) => Err(NodeError::at(
-                n,
-                format!("`{key}` must be true or false, found {}", n.kind()),
-            )),
+            Some(Node { value: Value::Bool(b), .. }) => Ok(*b),
+            Some(n) => Err(NodeError::at(n, format!("`{key}` must be true or false, found {}", n.kind()))),
         }
     }
 }

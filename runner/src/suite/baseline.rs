@@ -34,13 +34,8 @@ impl Baseline {
 
     /// Whether the entry's conditions hold on the probed target.
     pub fn applies(&self, probe: &Probe) -> bool {
-        self.kernel
-            .as_ref()
-            .is_none_or(|k| glob(k, &probe.kernel_release))
-            && self
-                .virt
-                .as_ref()
-                .is_none_or(|v| *v == probe.virt.to_string())
+        self.kernel.as_ref().is_none_or(|k| glob(k, &probe.kernel_release))
+            && self.virt.as_ref().is_none_or(|v| *v == probe.virt.to_string())
             && self.requires.iter().all(|r| probe.meets(r).is_ok())
             && self.missing.iter().all(|r| probe.meets(r).is_err())
     }
@@ -50,11 +45,7 @@ impl Baseline {
 pub fn load_all(dir: Option<&Path>) -> Result<Vec<Baseline>, Vec<LoadError>> {
     let mut sources: Vec<(PathBuf, String)> = Vec::new();
     match dir {
-        None => sources.extend(
-            embedded::BASELINES
-                .iter()
-                .map(|(p, t)| (PathBuf::from(p), (*t).to_string())),
-        ),
+        None => sources.extend(embedded::BASELINES.iter().map(|(p, t)| (PathBuf::from(p), (*t).to_string()))),
         Some(dir) => {
             let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
                 .map_err(|e| {
@@ -71,12 +62,7 @@ pub fn load_all(dir: Option<&Path>) -> Result<Vec<Baseline>, Vec<LoadError>> {
             files.sort();
             for f in files {
                 let text = std::fs::read_to_string(&f).map_err(|e| {
-                    vec![LoadError {
-                        file: f.clone(),
-                        loc: None,
-                        message: format!("cannot read: {e}"),
-                        help: None,
-                    }]
+                    vec![LoadError { file: f.clone(), loc: None, message: format!("cannot read: {e}"), help: None }]
                 })?;
                 sources.push((f, text));
             }
@@ -90,45 +76,31 @@ pub fn load_all(dir: Option<&Path>) -> Result<Vec<Baseline>, Vec<LoadError>> {
             Err(mut e) => errors.append(&mut e),
         }
     }
-    if errors.is_empty() {
-        Ok(all)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(all) } else { Err(errors) }
 }
 
 pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Baseline>, Vec<LoadError>> {
     let root = node::parse(text).map_err(|(message, loc)| {
-        vec![LoadError {
-            file: path.to_path_buf(),
-            loc,
-            message,
-            help: Some("this is not valid YAML".into()),
-        }]
+        vec![LoadError { file: path.to_path_buf(), loc, message, help: Some("this is not valid YAML".into()) }]
     })?;
     parse_root(&root, path).map_err(|e| vec![e.in_file(path)])
 }
 
 fn parse_root(root: &Node, path: &Path) -> NResult<Vec<Baseline>> {
-    let list = root
-        .get("baselines")
-        .and_then(Node::as_seq)
-        .ok_or_else(|| {
-            NodeError::at(root, "a baseline file has a `baselines:` list")
-                .help("write `baselines:` then `- case: ...`")
-        })?;
+    let list = root.get("baselines").and_then(Node::as_seq).ok_or_else(|| {
+        NodeError::at(root, "a baseline file has a `baselines:` list").help("write `baselines:` then `- case: ...`")
+    })?;
     list.iter().map(|entry| parse_entry(entry, path)).collect()
 }
 
 fn parse_entry(entry: &Node, path: &Path) -> NResult<Baseline> {
-    let map = entry
-        .as_map()
-        .ok_or_else(|| NodeError::at(entry, "a baseline entry is a mapping"))?;
+    let map = entry.as_map().ok_or_else(|| NodeError::at(entry, "a baseline entry is a mapping"))?;
     for (k, _) in map {
         let key = k.as_str().unwrap_or_default();
         if !ENTRY_KEYS.contains(&key) {
-            return Err(NodeError::at(k, format!("unknown baseline field `{key}`"))
-                .help(unknown_name_help(key, ENTRY_KEYS)));
+            return Err(
+                NodeError::at(k, format!("unknown baseline field `{key}`")).help(unknown_name_help(key, ENTRY_KEYS))
+            );
         }
     }
     let text = |key: &str, help: &str| -> NResult<String> {
@@ -137,20 +109,12 @@ fn parse_entry(entry: &Node, path: &Path) -> NResult<Baseline> {
             .and_then(Node::as_str)
             .filter(|s| !s.trim().is_empty())
             .map(str::to_string)
-            .ok_or_else(|| {
-                NodeError::at(entry, format!("baseline entry needs `{key}`")).help(help.to_string())
-            })
+            .ok_or_else(|| NodeError::at(entry, format!("baseline entry needs `{key}`")).help(help.to_string()))
     };
     let mut b = Baseline {
-        case: text(
-            "case",
-            "the case id or a pattern with `*`, as `gmemconf list` prints it",
-        )?,
+        case: text("case", "the case id or a pattern with `*`, as `gmemconf list` prints it")?,
         reason: text("reason", "say how this kernel deviates from the contract")?,
-        reference: text(
-            "ref",
-            "cite the fix commit, the report, or the contract section",
-        )?,
+        reference: text("ref", "cite the fix commit, the report, or the contract section")?,
         kernel: None,
         virt: None,
         requires: Vec::new(),
@@ -159,30 +123,21 @@ fn parse_entry(entry: &Node, path: &Path) -> NResult<Baseline> {
         line: entry.loc.line,
     };
     if let Some(when) = entry.get("when") {
-        let map = when
-            .as_map()
-            .ok_or_else(|| NodeError::at(when, "`when` is a mapping of conditions"))?;
+        let map = when.as_map().ok_or_else(|| NodeError::at(when, "`when` is a mapping of conditions"))?;
         for (k, v) in map {
             match k.as_str().unwrap_or_default() {
                 "kernel" => b.kernel = v.as_str().map(str::to_string),
                 "virt" => {
                     let s = v.as_str().unwrap_or_default();
                     if !VirtKind::NAMES.contains(&s) {
-                        return Err(
-                            NodeError::at(v, format!("unknown virtualization kind `{s}`"))
-                                .help(unknown_name_help(s, VirtKind::NAMES)),
-                        );
+                        return Err(NodeError::at(v, format!("unknown virtualization kind `{s}`"))
+                            .help(unknown_name_help(s, VirtKind::NAMES)));
                     }
                     b.virt = Some(s.to_string());
                 }
                 "requires" | "missing" => {
-                    let items = v
-                        .as_seq()
-                        .ok_or_else(|| NodeError::at(v, "a list of capability names"))?;
-                    let reqs = items
-                        .iter()
-                        .map(Requirement::parse)
-                        .collect::<NResult<Vec<_>>>()?;
+                    let items = v.as_seq().ok_or_else(|| NodeError::at(v, "a list of capability names"))?;
+                    let reqs = items.iter().map(Requirement::parse).collect::<NResult<Vec<_>>>()?;
                     if k.as_str() == Some("requires") {
                         b.requires = reqs;
                     } else {
@@ -239,8 +194,7 @@ mod tests {
 
     #[test]
     fn missing_reason_is_an_error_with_location() {
-        let err = parse_file(Path::new("b.yaml"), "baselines:\n  - case: x\n    ref: y\n")
-            .expect_err("no reason");
+        let err = parse_file(Path::new("b.yaml"), "baselines:\n  - case: x\n    ref: y\n").expect_err("no reason");
         assert_eq!(err[0].loc.map(|l| l.line), Some(2));
         assert!(err[0].message.contains("reason"));
     }

@@ -2,23 +2,11 @@
 //! binary alone (e.g. as /init of a test kernel's initramfs) carries the whole conformance suite.
 
 pub const SUITES: &[(&str, &str)] = &[
-    (
-        "suites/sealing.yaml",
-        include_str!("../../../suites/sealing.yaml"),
-    ),
-    (
-        "suites/memslot-sharing.yaml",
-        include_str!("../../../suites/memslot-sharing.yaml"),
-    ),
+    ("suites/sealing.yaml", include_str!("../../../suites/sealing.yaml")),
+    ("suites/memslot-sharing.yaml", include_str!("../../../suites/memslot-sharing.yaml")),
 ];
 
 pub const BASELINES: &[(&str, &str)] = &[
-    (
-        "suites/baselines/sealing.yaml",
-        include_str!("../../../suites/baselines/sealing.yaml"),
-    ),
-    (
-        "suites/baselines/memslot-sharing.yaml",
-        include_str!("../../../suites/baselines/memslot-sharing.yaml"),
-    ),
+    ("suites/baselines/sealing.yaml", include_str!("../../../suites/baselines/sealing.yaml")),
+    ("suites/baselines/memslot-sharing.yaml", include_str!("../../../suites/baselines/memslot-sharing.yaml")),
 ];

@@ -15,13 +15,7 @@ pub struct LoadError {
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.loc {
-            Some(loc) => write!(
-                f,
-                "{}:{}: error: {}",
-                self.file.display(),
-                loc,
-                self.message
-            )?,
+            Some(loc) => write!(f, "{}:{}: error: {}", self.file.display(), loc, self.message)?,
             None => write!(f, "{}: error: {}", self.file.display(), self.message)?,
         }
         if let Some(help) = &self.help {
@@ -43,11 +37,7 @@ pub struct NodeError {
 
 impl NodeError {
     pub fn at(node: &Node, message: impl Into<String>) -> Self {
-        NodeError {
-            loc: node.loc,
-            message: message.into(),
-            help: None,
-        }
+        NodeError { loc: node.loc, message: message.into(), help: None }
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -56,12 +46,7 @@ impl NodeError {
     }
 
     pub fn in_file(self, file: &Path) -> LoadError {
-        LoadError {
-            file: file.to_path_buf(),
-            loc: Some(self.loc),
-            message: self.message,
-            help: self.help,
-        }
+        LoadError { file: file.to_path_buf(), loc: Some(self.loc), message: self.message, help: self.help }
     }
 }
 
@@ -107,10 +92,7 @@ mod tests {
     #[test]
     fn suggests_close_names_only() {
         assert_eq!(suggest("EINVL", ["EINVAL", "ENOENT"]), Some("EINVAL"));
-        assert_eq!(
-            suggest("fallocte", ["fallocate", "fstat"]),
-            Some("fallocate")
-        );
+        assert_eq!(suggest("fallocte", ["fallocate", "fstat"]), Some("fallocate"));
         assert_eq!(suggest("zzzz", ["fallocate", "fstat"]), None);
     }
 }

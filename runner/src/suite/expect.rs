@@ -65,21 +65,13 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub const OK: Outcome = Outcome {
-        result: ResultExp::Ok,
-        fields: Vec::new(),
-    };
+    pub const OK: Outcome = Outcome { result: ResultExp::Ok, fields: Vec::new() };
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
     Plain(Outcome),
-    If {
-        cond: Requirement,
-        negated: bool,
-        then: Box<Expect>,
-        otherwise: Box<Expect>,
-    },
+    If { cond: Requirement, negated: bool, then: Box<Expect>, otherwise: Box<Expect> },
 }
 
 impl Expect {
@@ -87,12 +79,7 @@ impl Expect {
     pub fn resolve(&self, met: &dyn Fn(&Requirement) -> bool) -> &Outcome {
         match self {
             Expect::Plain(o) => o,
-            Expect::If {
-                cond,
-                negated,
-                then,
-                otherwise,
-            } => {
+            Expect::If { cond, negated, then, otherwise } => {
                 if met(cond) != *negated {
                     then.resolve(met)
                 } else {
@@ -104,13 +91,7 @@ impl Expect {
 
     /// True when the step must succeed whatever the target: then what it needs is implied.
     pub fn is_unconditional_ok(&self) -> bool {
-        matches!(
-            self,
-            Expect::Plain(Outcome {
-                result: ResultExp::Ok,
-                ..
-            })
-        )
+        matches!(self, Expect::Plain(Outcome { result: ResultExp::Ok, .. }))
     }
 }
 
@@ -142,12 +123,7 @@ pub fn parse(node: Option<&Node>, fields: &[FieldSpec]) -> NResult<Expect> {
                 })?;
                 parse(Some(n), fields)
             };
-            Ok(Expect::If {
-                cond,
-                negated,
-                then: Box::new(branch("then")?),
-                otherwise: Box::new(branch("else")?),
-            })
+            Ok(Expect::If { cond, negated, then: Box::new(branch("then")?), otherwise: Box::new(branch("else")?) })
         }
         Value::Map(entries) => {
             let mut outcome = Outcome::OK;
@@ -193,21 +169,15 @@ fn parse_field(node: &Node, spec: &FieldSpec) -> NResult<FieldVal> {
         FieldKind::Flags(t) => t.parse(node).map(|v| FieldVal::Int(v.into())),
         FieldKind::Bool => match node.value {
             Value::Bool(b) => Ok(FieldVal::Bool(b)),
-            _ => Err(NodeError::at(
-                node,
-                format!("`{}` is true or false", spec.name),
-            )),
+            _ => Err(NodeError::at(node, format!("`{}` is true or false", spec.name))),
         },
         FieldKind::Word(words) => {
             let w = node.as_str().unwrap_or_default();
             if words.contains(&w) {
                 Ok(FieldVal::Word(w.to_string()))
             } else {
-                Err(NodeError::at(
-                    node,
-                    format!("`{}` cannot be `{}`", spec.name, node.render_compact()),
-                )
-                .help(unknown_name_help(w, words)))
+                Err(NodeError::at(node, format!("`{}` cannot be `{}`", spec.name, node.render_compact()))
+                    .help(unknown_name_help(w, words)))
             }
         }
     }

@@ -11,12 +11,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-const SUITE_KEYS: &[&str] = &[
-    "suite", "summary", "requires", "timeout", "fixtures", "cases",
-];
-const CASE_KEYS: &[&str] = &[
-    "name", "ref", "summary", "requires", "matrix", "timeout", "ignore", "steps",
-];
+const SUITE_KEYS: &[&str] = &["suite", "summary", "requires", "timeout", "fixtures", "cases"];
+const CASE_KEYS: &[&str] = &["name", "ref", "summary", "requires", "matrix", "timeout", "ignore", "steps"];
 /// Objects every case has without making them.
 const BUILTIN_OBJECTS: &[&str] = &["kvm"];
 
@@ -30,11 +26,9 @@ pub fn load(source: &Source) -> Result<Suite, Vec<LoadError>> {
                 help: Some("give the path of a suite file, e.g. suites/sealing.yaml".into()),
             }]
         })?,
-        Source::Embedded(name) => embedded::SUITES
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, t)| (*t).to_string())
-            .unwrap_or_default(),
+        Source::Embedded(name) => {
+            embedded::SUITES.iter().find(|(n, _)| n == name).map(|(_, t)| (*t).to_string()).unwrap_or_default()
+        }
     };
     load_text(&text, source)
 }
@@ -43,12 +37,7 @@ pub fn load(source: &Source) -> Result<Suite, Vec<LoadError>> {
 pub fn load_text(text: &str, source: &Source) -> Result<Suite, Vec<LoadError>> {
     let path = source.path();
     let root = node::parse(text).map_err(|(message, loc)| {
-        vec![LoadError {
-            file: path.clone(),
-            loc,
-            message,
-            help: Some("this is not valid YAML".into()),
-        }]
+        vec![LoadError { file: path.clone(), loc, message, help: Some("this is not valid YAML".into()) }]
     })?;
     parse_suite(&root, source).map_err(|errs| errs.into_iter().map(|e| e.in_file(&path)).collect())
 }
@@ -56,55 +45,33 @@ pub fn load_text(text: &str, source: &Source) -> Result<Suite, Vec<LoadError>> {
 fn parse_suite(root: &Node, source: &Source) -> Result<Suite, Vec<NodeError>> {
     let one = |e: NodeError| vec![e];
     let entries = root.as_map().ok_or_else(|| {
-        one(NodeError::at(
-            root,
-            format!("a suite file is a mapping, found {}", root.kind()),
-        )
-        .help("start the file with `suite: <name>`"))
+        one(NodeError::at(root, format!("a suite file is a mapping, found {}", root.kind()))
+            .help("start the file with `suite: <name>`"))
     })?;
     for (k, _) in entries {
         let key = k.as_str().unwrap_or_default();
         if !SUITE_KEYS.contains(&key) {
-            return Err(one(NodeError::at(
-                k,
-                format!("unknown suite field `{}`", k.render_compact()),
-            )
-            .help(unknown_name_help(key, SUITE_KEYS))));
+            return Err(one(NodeError::at(k, format!("unknown suite field `{}`", k.render_compact()))
+                .help(unknown_name_help(key, SUITE_KEYS))));
         }
     }
     let name = required_str(root, "suite", "name the suite: `suite: sealing`").map_err(one)?;
     check_ident(root.get("suite").unwrap_or(root), &name).map_err(one)?;
-    let summary =
-        required_str(root, "summary", "say in one line what the suite certifies").map_err(one)?;
+    let summary = required_str(root, "summary", "say in one line what the suite certifies").map_err(one)?;
     let requires = requirements(root.get("requires")).map_err(one)?;
-    let timeout = root
-        .get("timeout")
-        .map(parse_duration)
-        .transpose()
-        .map_err(one)?
-        .unwrap_or(DEFAULT_TIMEOUT);
+    let timeout = root.get("timeout").map(parse_duration).transpose().map_err(one)?.unwrap_or(DEFAULT_TIMEOUT);
     let fixtures = root.get("fixtures");
     if let Some(f) = fixtures
         && f.as_map().is_none()
     {
-        return Err(one(NodeError::at(
-            f,
-            "`fixtures` maps a name to a list of steps",
-        )));
+        return Err(one(NodeError::at(f, "`fixtures` maps a name to a list of steps")));
     }
     let cases_node = root.get("cases").ok_or_else(|| {
-        one(NodeError::at(root, "the suite has no `cases`")
-            .help("add `cases:` with at least one case"))
+        one(NodeError::at(root, "the suite has no `cases`").help("add `cases:` with at least one case"))
     })?;
-    let case_nodes = cases_node
-        .as_seq()
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| {
-            one(
-                NodeError::at(cases_node, "`cases` must be a non-empty list")
-                    .help("add `- name: ...` entries"),
-            )
-        })?;
+    let case_nodes = cases_node.as_seq().filter(|c| !c.is_empty()).ok_or_else(|| {
+        one(NodeError::at(cases_node, "`cases` must be a non-empty list").help("add `- name: ...` entries"))
+    })?;
 
     let source = Arc::new(source.clone());
     let mut errors = Vec::new();
@@ -128,16 +95,7 @@ fn parse_suite(root: &Node, source: &Source) -> Result<Suite, Vec<NodeError>> {
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() {
-        Ok(Suite {
-            name,
-            summary,
-            source: (*source).clone(),
-            cases,
-        })
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(Suite { name, summary, source: (*source).clone(), cases }) } else { Err(errors) }
 }
 
 fn parse_case(
@@ -149,16 +107,13 @@ fn parse_case(
     source: &Arc<Source>,
 ) -> NResult<Vec<Case>> {
     let entries = node.as_map().ok_or_else(|| {
-        NodeError::at(node, format!("a case is a mapping, found {}", node.kind()))
-            .help("write `- name: ...`")
+        NodeError::at(node, format!("a case is a mapping, found {}", node.kind())).help("write `- name: ...`")
     })?;
     for (k, _) in entries {
         let key = k.as_str().unwrap_or_default();
         if !CASE_KEYS.contains(&key) {
-            return Err(
-                NodeError::at(k, format!("unknown case field `{}`", k.render_compact()))
-                    .help(unknown_name_help(key, CASE_KEYS)),
-            );
+            return Err(NodeError::at(k, format!("unknown case field `{}`", k.render_compact()))
+                .help(unknown_name_help(key, CASE_KEYS)));
         }
     }
     let name = required_str(node, "name", "every case has a `name`")?;
@@ -168,34 +123,22 @@ fn parse_case(
         "ref",
         "cite the contract: an api.rst section, a selftest, or a kernel commit, e.g. `ref: api.rst KVM_CREATE_GUEST_MEMFD`",
     )?;
-    let summary = node
-        .get("summary")
-        .and_then(Node::as_str)
-        .map(str::to_string);
-    let timeout = node
-        .get("timeout")
-        .map(parse_duration)
-        .transpose()?
-        .unwrap_or(suite_timeout);
+    let summary = node.get("summary").and_then(Node::as_str).map(str::to_string);
+    let timeout = node.get("timeout").map(parse_duration).transpose()?.unwrap_or(suite_timeout);
     let ignore = match node.get("ignore") {
         None => None,
-        Some(n) => Some(n.as_str().map(str::to_string).ok_or_else(|| {
-            NodeError::at(
-                n,
-                "`ignore` is the reason the case runs only with --ignored",
-            )
-        })?),
+        Some(n) => Some(
+            n.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| NodeError::at(n, "`ignore` is the reason the case runs only with --ignored"))?,
+        ),
     };
     let steps_node = node.get("steps").ok_or_else(|| {
-        NodeError::at(node, format!("case `{name}` has no `steps`"))
-            .help("add `steps:` with at least one step")
+        NodeError::at(node, format!("case `{name}` has no `steps`")).help("add `steps:` with at least one step")
     })?;
     let raw_steps = expand_fixtures(steps_node, fixtures, 0)?;
     if raw_steps.is_empty() {
-        return Err(NodeError::at(
-            steps_node,
-            format!("case `{name}` has no steps"),
-        ));
+        return Err(NodeError::at(steps_node, format!("case `{name}` has no steps")));
     }
     let params = match node.get("matrix") {
         Some(m) => matrix::parse(m)?,
@@ -207,9 +150,7 @@ fn parse_case(
         let mut used = Vec::new();
         let mut requires: Vec<Requirement> = suite_requires.to_vec();
         if let Some(r) = node.get("requires") {
-            requires.extend(requirements(Some(&matrix::substitute(
-                r, &combo, &mut used,
-            )?))?);
+            requires.extend(requirements(Some(&matrix::substitute(r, &combo, &mut used)?))?);
         }
         let mut steps = Vec::new();
         let mut defined: Vec<String> = BUILTIN_OBJECTS.iter().map(|s| (*s).to_string()).collect();
@@ -218,14 +159,8 @@ fn parse_case(
             let step = parse_step(&concrete)?;
             for used_name in step.op.uses() {
                 if !defined.iter().any(|d| d == used_name) {
-                    return Err(NodeError::at(
-                        &concrete,
-                        format!("`{used_name}` is not made by an earlier step"),
-                    )
-                    .help(format!(
-                        "made so far: {}; add a step with `as: {used_name}`",
-                        defined.join(", ")
-                    )));
+                    return Err(NodeError::at(&concrete, format!("`{used_name}` is not made by an earlier step"))
+                        .help(format!("made so far: {}; add a step with `as: {used_name}`", defined.join(", "))));
                 }
             }
             if let Some(d) = step.op.defines() {
@@ -239,10 +174,7 @@ fn parse_case(
         used_anywhere.extend(used);
         requires.sort();
         requires.dedup();
-        let params: Vec<(String, String)> = combo
-            .iter()
-            .map(|(k, v)| (k.clone(), v.render_compact()))
-            .collect();
+        let params: Vec<(String, String)> = combo.iter().map(|(k, v)| (k.clone(), v.render_compact())).collect();
         let id = if params.is_empty() {
             format!("{suite}::{name}")
         } else {
@@ -265,11 +197,8 @@ fn parse_case(
     }
     for p in &params {
         if !used_anywhere.contains(&p.name) {
-            return Err(NodeError::at(
-                &p.node,
-                format!("matrix parameter `{}` is not used", p.name),
-            )
-            .help(format!("use it in a step as `${}`, or remove it", p.name)));
+            return Err(NodeError::at(&p.node, format!("matrix parameter `{}` is not used", p.name))
+                .help(format!("use it in a step as `${}`, or remove it", p.name)));
         }
     }
     Ok(cases)
@@ -278,11 +207,8 @@ fn parse_case(
 /// Inlines `- use: <fixture>` steps.
 fn expand_fixtures(steps: &Node, fixtures: Option<&Node>, depth: usize) -> NResult<Vec<Node>> {
     let items = steps.as_seq().ok_or_else(|| {
-        NodeError::at(
-            steps,
-            format!("`steps` must be a list, found {}", steps.kind()),
-        )
-        .help("write `steps:` then `- vm: {}`")
+        NodeError::at(steps, format!("`steps` must be a list, found {}", steps.kind()))
+            .help("write `steps:` then `- vm: {}`")
     })?;
     let mut out = Vec::new();
     for item in items {
@@ -294,19 +220,14 @@ fn expand_fixtures(steps: &Node, fixtures: Option<&Node>, depth: usize) -> NResu
                         .and_then(Node::as_map)
                         .map(|m| m.iter().filter_map(|(k, _)| k.as_str()).collect())
                         .unwrap_or_default();
-                    NodeError::at(name_node, format!("no fixture `{name}`")).help(
-                        if known.is_empty() {
-                            "define it under the suite's `fixtures:`".to_string()
-                        } else {
-                            unknown_name_help(name, &known)
-                        },
-                    )
+                    NodeError::at(name_node, format!("no fixture `{name}`")).help(if known.is_empty() {
+                        "define it under the suite's `fixtures:`".to_string()
+                    } else {
+                        unknown_name_help(name, &known)
+                    })
                 })?;
                 if depth > 4 {
-                    return Err(NodeError::at(
-                        name_node,
-                        "fixtures nest too deeply (a cycle?)",
-                    ));
+                    return Err(NodeError::at(name_node, "fixtures nest too deeply (a cycle?)"));
                 }
                 out.extend(expand_fixtures(fixture, fixtures, depth + 1)?);
             }
@@ -318,19 +239,11 @@ fn expand_fixtures(steps: &Node, fixtures: Option<&Node>, depth: usize) -> NResu
 
 fn parse_step(node: &Node) -> NResult<Step> {
     let entries = node.as_map().ok_or_else(|| {
-        NodeError::at(
-            node,
-            format!(
-                "a step is a mapping with one operation, found {}",
-                node.kind()
-            ),
-        )
-        .help("write e.g. `- gmem: { as: g, size: 4K }`")
+        NodeError::at(node, format!("a step is a mapping with one operation, found {}", node.kind()))
+            .help("write e.g. `- gmem: { as: g, size: 4K }`")
     })?;
-    let ops: Vec<&(Node, Node)> = entries
-        .iter()
-        .filter(|(k, _)| !STEP_KEYS.contains(&k.as_str().unwrap_or_default()))
-        .collect();
+    let ops: Vec<&(Node, Node)> =
+        entries.iter().filter(|(k, _)| !STEP_KEYS.contains(&k.as_str().unwrap_or_default())).collect();
     let (op_key, args) = match ops.as_slice() {
         [one] => (&one.0, &one.1),
         [] => {
@@ -348,44 +261,28 @@ fn parse_step(node: &Node) -> NResult<Step> {
                     unknown_name_help(second_name, STEP_KEYS)
                 )
             };
-            return Err(NodeError::at(
-                &second.0,
-                format!("step has a second key `{}`", second.0.render_compact()),
-            )
-            .help(help));
+            return Err(
+                NodeError::at(&second.0, format!("step has a second key `{}`", second.0.render_compact())).help(help)
+            );
         }
     };
     let op_name = op_key.as_str().unwrap_or_default();
     let op = step::parse_op(op_name, op_key, args)?;
     let expect = expect::parse(node.get("expect"), op.fields())?;
     let reference = node.get("ref").and_then(Node::as_str).map(str::to_string);
-    Ok(Step {
-        text: format!("{op_name} {}", args.render_compact()),
-        op,
-        expect,
-        loc: op_key.loc,
-        reference,
-    })
+    Ok(Step { text: format!("{op_name} {}", args.render_compact()), op, expect, loc: op_key.loc, reference })
 }
 
 fn required_str(node: &Node, key: &str, help: &str) -> NResult<String> {
     match node.get(key) {
-        Some(Node {
-            value: Value::Str(s),
-            ..
-        }) if !s.trim().is_empty() => Ok(s.clone()),
-        Some(other) => {
-            Err(NodeError::at(other, format!("`{key}` must be a non-empty string")).help(help))
-        }
+        Some(Node { value: Value::Str(s), .. }) if !s.trim().is_empty() => Ok(s.clone()),
+        Some(other) => Err(NodeError::at(other, format!("`{key}` must be a non-empty string")).help(help)),
         None => Err(NodeError::at(node, format!("missing `{key}`")).help(help)),
     }
 }
 
 fn check_ident(node: &Node, name: &str) -> NResult<()> {
-    if name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-    {
+    if name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
         Ok(())
     } else {
         Err(NodeError::at(node, format!("`{name}` is not a valid name"))
@@ -396,11 +293,13 @@ fn check_ident(node: &Node, name: &str) -> NResult<()> {
 fn requirements(node: Option<&Node>) -> NResult<Vec<Requirement>> {
     match node {
         None => Ok(Vec::new()),
-        Some(n) => match &n.value {
-            Value::Seq(items) => items.iter().map(Requirement::parse).collect(),
-            _ => Err(NodeError::at(n, "`requires` is a list of capability names")
-                .help("write `requires: [guest_memfd]`")),
-        },
+        Some(n) => {
+            match &n.value {
+                Value::Seq(items) => items.iter().map(Requirement::parse).collect(),
+                _ => Err(NodeError::at(n, "`requires` is a list of capability names")
+                    .help("write `requires: [guest_memfd]`")),
+            }
+        }
     }
 }
 

@@ -73,41 +73,21 @@ fn step_errors_point_at_the_spot(#[case] steps: &str, #[case] message: &str, #[c
 #[test]
 fn missing_ref_is_an_error() {
     let errs = errors("suite: t\nsummary: s\ncases:\n  - name: c\n    steps:\n      - vm: {}\n");
-    assert!(
-        errs[0].starts_with("s.yaml:4:5: error: missing `ref`"),
-        "{}",
-        errs[0]
-    );
+    assert!(errs[0].starts_with("s.yaml:4:5: error: missing `ref`"), "{}", errs[0]);
     assert!(errs[0].contains("cite the contract"), "{}", errs[0]);
 }
 
 #[test]
 fn duplicate_case_ids_are_an_error() {
-    let errs = errors(&format!(
-        "{HEAD}      - vm: {{}}\n  - name: c\n    ref: r\n    steps:\n      - vm: {{}}\n"
-    ));
-    assert!(
-        errs[0].starts_with("s.yaml:8:11: error: duplicate case id `t::c`"),
-        "{}",
-        errs[0]
-    );
+    let errs = errors(&format!("{HEAD}      - vm: {{}}\n  - name: c\n    ref: r\n    steps:\n      - vm: {{}}\n"));
+    assert!(errs[0].starts_with("s.yaml:8:11: error: duplicate case id `t::c`"), "{}", errs[0]);
 }
 
 #[test]
 fn a_param_without_matrix_entry_is_an_error() {
-    let errs = errors(&format!(
-        "{HEAD}      - vm: {{}}\n      - gmem: {{ as: g, size: 4K, flags: $flags }}\n"
-    ));
-    assert!(
-        errs[0].starts_with("s.yaml:8:41: error: `$flags` has no matrix entry"),
-        "{}",
-        errs[0]
-    );
-    assert!(
-        errs[0].contains("add `matrix: { flags: [...] }`"),
-        "{}",
-        errs[0]
-    );
+    let errs = errors(&format!("{HEAD}      - vm: {{}}\n      - gmem: {{ as: g, size: 4K, flags: $flags }}\n"));
+    assert!(errs[0].starts_with("s.yaml:8:41: error: `$flags` has no matrix entry"), "{}", errs[0]);
+    assert!(errs[0].contains("add `matrix: { flags: [...] }`"), "{}", errs[0]);
 }
 
 #[test]
@@ -115,11 +95,7 @@ fn an_unused_matrix_parameter_is_an_error() {
     let errs = errors(
         "suite: t\nsummary: s\ncases:\n  - name: c\n    ref: r\n    matrix: { size: [4K] }\n    steps:\n      - vm: {}\n",
     );
-    assert!(
-        errs[0].starts_with("s.yaml:6:15: error: matrix parameter `size` is not used"),
-        "{}",
-        errs[0]
-    );
+    assert!(errs[0].starts_with("s.yaml:6:15: error: matrix parameter `size` is not used"), "{}", errs[0]);
 }
 
 #[test]
@@ -127,16 +103,8 @@ fn unknown_requirement_is_an_error() {
     let errs = errors(
         "suite: t\nsummary: s\nrequires: [guest_memfdd]\ncases:\n  - name: c\n    ref: r\n    steps:\n      - vm: {}\n",
     );
-    assert!(
-        errs[0].starts_with("s.yaml:3:12: error: unknown capability `guest_memfdd`"),
-        "{}",
-        errs[0]
-    );
-    assert!(
-        errs[0].contains("did you mean `guest_memfd`?"),
-        "{}",
-        errs[0]
-    );
+    assert!(errs[0].starts_with("s.yaml:3:12: error: unknown capability `guest_memfdd`"), "{}", errs[0]);
+    assert!(errs[0].contains("did you mean `guest_memfd`?"), "{}", errs[0]);
 }
 
 #[test]
@@ -160,16 +128,8 @@ fn matrix_expands_to_stable_ids() {
             "t::c[flags=mmap+init_shared,size=2M]"
         ]
     );
-    let reqs: Vec<String> = suite.cases[2]
-        .requires
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    assert_eq!(
-        reqs,
-        ["gmem_flag.mmap", "gmem_flag.init_shared"],
-        "successful creation implies the flags"
-    );
+    let reqs: Vec<String> = suite.cases[2].requires.iter().map(ToString::to_string).collect();
+    assert_eq!(reqs, ["gmem_flag.mmap", "gmem_flag.init_shared"], "successful creation implies the flags");
 }
 
 #[test]

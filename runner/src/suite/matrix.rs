@@ -14,69 +14,42 @@ pub struct Param {
 
 pub fn parse(matrix: &Node) -> NResult<Vec<Param>> {
     let entries = matrix.as_map().ok_or_else(|| {
-        NodeError::at(
-            matrix,
-            format!(
-                "`matrix` must be a mapping of parameter to values, found {}",
-                matrix.kind()
-            ),
-        )
-        .help("write `matrix: { flags: [[], [mmap]] }`")
+        NodeError::at(matrix, format!("`matrix` must be a mapping of parameter to values, found {}", matrix.kind()))
+            .help("write `matrix: { flags: [[], [mmap]] }`")
     })?;
     entries
         .iter()
         .map(|(k, v)| {
             let name = k
                 .as_str()
-                .filter(|n| {
-                    !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                })
-                .ok_or_else(|| {
-                    NodeError::at(k, "a matrix parameter is a name of letters, digits and `_`")
-                })?
+                .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                .ok_or_else(|| NodeError::at(k, "a matrix parameter is a name of letters, digits and `_`"))?
                 .to_string();
             let values = match (&v.value, v.get("range")) {
                 (Value::Seq(items), _) => items.clone(),
                 (Value::Map(_), Some(range)) => expand_range(range)?,
                 _ => {
-                    return Err(NodeError::at(
-                        v,
-                        format!("the values of `{name}` must be a list, found {}", v.kind()),
-                    )
-                    .help("write `name: [a, b]` or `name: { range: [0, 63] }`"));
+                    return Err(NodeError::at(v, format!("the values of `{name}` must be a list, found {}", v.kind()))
+                        .help("write `name: [a, b]` or `name: { range: [0, 63] }`"));
                 }
             };
             if values.is_empty() {
-                return Err(NodeError::at(v, format!("`{name}` has no values"))
-                    .help("give at least one value"));
+                return Err(NodeError::at(v, format!("`{name}` has no values")).help("give at least one value"));
             }
-            Ok(Param {
-                name,
-                values,
-                node: k.clone(),
-            })
+            Ok(Param { name, values, node: k.clone() })
         })
         .collect()
 }
 
 fn expand_range(range: &Node) -> NResult<Vec<Node>> {
     let bounds = range.as_seq().filter(|s| s.len() == 2).ok_or_else(|| {
-        NodeError::at(range, "`range` is `[first, last]`, both included")
-            .help("write `{ range: [0, 63] }`")
+        NodeError::at(range, "`range` is `[first, last]`, both included").help("write `{ range: [0, 63] }`")
     })?;
-    let (lo, hi) = (
-        names::parse_i128(&bounds[0])?,
-        names::parse_i128(&bounds[1])?,
-    );
+    let (lo, hi) = (names::parse_i128(&bounds[0])?, names::parse_i128(&bounds[1])?);
     if hi < lo || hi - lo > 4096 {
-        return Err(NodeError::at(
-            range,
-            format!("range [{lo}, {hi}] is empty or has more than 4096 values"),
-        ));
+        return Err(NodeError::at(range, format!("range [{lo}, {hi}] is empty or has more than 4096 values")));
     }
-    Ok((lo..=hi)
-        .map(|i| Node::new(Value::Int(i), range.loc))
-        .collect())
+    Ok((lo..=hi).map(|i| Node::new(Value::Int(i), range.loc)).collect())
 }
 
 /// Every combination, in a stable order (the first parameter varies slowest).
@@ -112,9 +85,9 @@ pub fn substitute(node: &Node, combo: &[(String, Node)], used: &mut Vec<String>)
             let mut rest = s.as_str();
             while let Some(start) = rest.find("${") {
                 out.push_str(&rest[..start]);
-                let end = rest[start..].find('}').ok_or_else(|| {
-                    NodeError::at(node, format!("unclosed `${{` in `{s}`")).help("write `${name}`")
-                })?;
+                let end = rest[start..]
+                    .find('}')
+                    .ok_or_else(|| NodeError::at(node, format!("unclosed `${{` in `{s}`")).help("write `${name}`"))?;
                 let name = &rest[start + 2..start + end];
                 let (_, value) = lookup(node, name, combo)?;
                 used.push(name.to_string());
@@ -124,21 +97,12 @@ pub fn substitute(node: &Node, combo: &[(String, Node)], used: &mut Vec<String>)
             out.push_str(rest);
             Node::new(Value::Str(out), node.loc)
         }
-        Value::Seq(items) => Node::new(
-            Value::Seq(
-                items
-                    .iter()
-                    .map(|i| substitute(i, combo, used))
-                    .collect::<NResult<_>>()?,
-            ),
-            node.loc,
-        ),
+        Value::Seq(items) => {
+            Node::new(Value::Seq(items.iter().map(|i| substitute(i, combo, used)).collect::<NResult<_>>()?), node.loc)
+        }
         Value::Map(entries) => Node::new(
             Value::Map(
-                entries
-                    .iter()
-                    .map(|(k, v)| Ok((k.clone(), substitute(v, combo, used)?)))
-                    .collect::<NResult<_>>()?,
+                entries.iter().map(|(k, v)| Ok((k.clone(), substitute(v, combo, used)?))).collect::<NResult<_>>()?,
             ),
             node.loc,
         ),
@@ -152,10 +116,7 @@ fn lookup<'a>(node: &Node, name: &str, combo: &'a [(String, Node)]) -> NResult<&
             format!("add `matrix: {{ {name}: [...] }}` to the case")
         } else {
             let names: Vec<&str> = combo.iter().map(|(n, _)| n.as_str()).collect();
-            format!(
-                "add `{name}: [...]` under the case's `matrix:` (it has: {})",
-                names.join(", ")
-            )
+            format!("add `{name}: [...]` under the case's `matrix:` (it has: {})", names.join(", "))
         };
         NodeError::at(node, format!("`${name}` has no matrix entry")).help(hint)
     })

@@ -41,47 +41,27 @@ impl FlagTable {
     /// A flag value is a list of names and integers, a single name, or an integer mask.
     pub fn parse(&self, node: &Node) -> NResult<u64> {
         match &node.value {
-            Value::Seq(items) => items
-                .iter()
-                .try_fold(0u64, |acc, item| Ok(acc | self.parse(item)?)),
+            Value::Seq(items) => items.iter().try_fold(0u64, |acc, item| Ok(acc | self.parse(item)?)),
             Value::Str(s) => match (self.bit(s), parse_size_expr(s)) {
                 (Some(bit), _) => Ok(bit),
-                (None, Some(v)) => {
-                    u64::try_from(v).map_err(|_| NodeError::at(node, format!("{v} is not a mask")))
-                }
+                (None, Some(v)) => u64::try_from(v).map_err(|_| NodeError::at(node, format!("{v} is not a mask"))),
                 (None, None) => Err(NodeError::at(node, format!("unknown {} `{s}`", self.what))
-                    .help(format!(
-                        "{}; or a raw mask such as `1<<63`",
-                        unknown_name_help(s, &self.names())
-                    ))),
+                    .help(format!("{}; or a raw mask such as `1<<63`", unknown_name_help(s, &self.names())))),
             },
             Value::Int(_) => parse_u64(node),
             Value::Null => Ok(0),
-            _ => Err(NodeError::at(
-                node,
-                format!(
-                    "{} must be a list of names, found {}",
-                    self.what,
-                    node.kind()
-                ),
-            )
-            .help(format!("write e.g. `[{}]`", self.names().join(", ")))),
+            _ => Err(NodeError::at(node, format!("{} must be a list of names, found {}", self.what, node.kind()))
+                .help(format!("write e.g. `[{}]`", self.names().join(", ")))),
         }
     }
 }
 
-pub static GMEM_FLAGS: FlagTable = FlagTable {
-    what: "guest_memfd flag",
-    bits: &[("mmap", 1 << 0), ("init_shared", 1 << 1)],
-};
+pub static GMEM_FLAGS: FlagTable =
+    FlagTable { what: "guest_memfd flag", bits: &[("mmap", 1 << 0), ("init_shared", 1 << 1)] };
 
 pub static MEMSLOT_FLAGS: FlagTable = FlagTable {
     what: "memslot flag",
-    bits: &[
-        ("log_dirty_pages", 1 << 0),
-        ("readonly", 1 << 1),
-        ("guest_memfd", 1 << 2),
-    ],
+    bits: &[("log_dirty_pages", 1 << 0), ("readonly", 1 << 1), ("guest_memfd", 1 << 2)],
 };
 
 pub static FALLOC_MODES: FlagTable = FlagTable {
@@ -99,10 +79,8 @@ pub static FALLOC_MODES: FlagTable = FlagTable {
     ],
 };
 
-pub static PROT: FlagTable = FlagTable {
-    what: "protection",
-    bits: &[("none", 0), ("read", 1), ("write", 2), ("exec", 4)],
-};
+pub static PROT: FlagTable =
+    FlagTable { what: "protection", bits: &[("none", 0), ("read", 1), ("write", 2), ("exec", 4)] };
 
 pub static MAP_FLAGS: FlagTable = FlagTable {
     what: "mmap flag",
@@ -117,30 +95,15 @@ pub static MAP_FLAGS: FlagTable = FlagTable {
 
 pub static SEALS: FlagTable = FlagTable {
     what: "seal",
-    bits: &[
-        ("seal", 0x01),
-        ("shrink", 0x02),
-        ("grow", 0x04),
-        ("write", 0x08),
-        ("future_write", 0x10),
-        ("exec", 0x20),
-    ],
+    bits: &[("seal", 0x01), ("shrink", 0x02), ("grow", 0x04), ("write", 0x08), ("future_write", 0x10), ("exec", 0x20)],
 };
 
-pub static MEMORY_ATTRIBUTES: FlagTable = FlagTable {
-    what: "memory attribute",
-    bits: &[("private", 1 << 3)],
-};
+pub static MEMORY_ATTRIBUTES: FlagTable = FlagTable { what: "memory attribute", bits: &[("private", 1 << 3)] };
 
-pub static MEMORY_FAULT_FLAGS: FlagTable = FlagTable {
-    what: "memory-fault flag",
-    bits: &[("private", 1 << 3)],
-};
+pub static MEMORY_FAULT_FLAGS: FlagTable = FlagTable { what: "memory-fault flag", bits: &[("private", 1 << 3)] };
 
-pub static WHENCE: FlagTable = FlagTable {
-    what: "lseek whence",
-    bits: &[("set", 0), ("cur", 1), ("end", 2), ("data", 3), ("hole", 4)],
-};
+pub static WHENCE: FlagTable =
+    FlagTable { what: "lseek whence", bits: &[("set", 0), ("cur", 1), ("end", 2), ("data", 3), ("hole", 4)] };
 
 pub static MADVISE: FlagTable = FlagTable {
     what: "madvise advice",
@@ -149,18 +112,29 @@ pub static MADVISE: FlagTable = FlagTable {
         ("willneed", 3),
         ("dontneed", 4),
         ("remove", 9),
+        ("hugepage", 14),
+        ("nohugepage", 15),
         ("populate_read", 22),
         ("populate_write", 23),
+        ("collapse", 25),
+    ],
+};
+
+pub static FCNTL_CMDS: FlagTable = FlagTable {
+    what: "fcntl command",
+    bits: &[
+        ("getfd", libc::F_GETFD as u64),
+        ("setfd", libc::F_SETFD as u64),
+        ("getfl", libc::F_GETFL as u64),
+        ("setfl", libc::F_SETFL as u64),
+        ("getlease", libc::F_GETLEASE as u64),
+        ("getpipe_sz", libc::F_GETPIPE_SZ as u64),
     ],
 };
 
 /// Names every errno this libc knows, in number order.
 pub fn errno_names() -> Vec<&'static str> {
-    (1..200)
-        .map(Errno::from_raw)
-        .filter(|e| *e != Errno::UnknownErrno)
-        .map(errno_name)
-        .collect()
+    (1..200).map(Errno::from_raw).filter(|e| *e != Errno::UnknownErrno).map(errno_name).collect()
 }
 
 pub fn errno_name(e: Errno) -> &'static str {
@@ -173,33 +147,21 @@ pub fn errno_name(e: Errno) -> &'static str {
             .map(|e| (e as i32, &*Box::leak(format!("{e:?}").into_boxed_str())))
             .collect()
     });
-    names
-        .iter()
-        .find(|(n, _)| *n == e as i32)
-        .map(|(_, s)| *s)
-        .unwrap_or("UNKNOWN")
+    names.iter().find(|(n, _)| *n == e as i32).map(|(_, s)| *s).unwrap_or("UNKNOWN")
 }
 
 pub fn parse_errno(node: &Node) -> NResult<Errno> {
-    let name = node.as_str().ok_or_else(|| {
-        NodeError::at(
-            node,
-            format!("an errno is a name such as EINVAL, found {}", node.kind()),
-        )
-    })?;
-    (1..200)
-        .map(Errno::from_raw)
-        .find(|e| *e != Errno::UnknownErrno && errno_name(*e) == name)
-        .ok_or_else(|| {
-            let known = errno_names();
-            let help = match super::error::suggest(name, known.iter().copied()) {
-                Some(s) => format!(
-                    "did you mean `{s}`? errnos are written as in errno(3): EINVAL, EFAULT, ..."
-                ),
-                None => "errnos are written as in errno(3): EINVAL, EFAULT, ENOSPC, ...".into(),
-            };
-            NodeError::at(node, format!("unknown errno `{name}`")).help(help)
-        })
+    let name = node
+        .as_str()
+        .ok_or_else(|| NodeError::at(node, format!("an errno is a name such as EINVAL, found {}", node.kind())))?;
+    (1..200).map(Errno::from_raw).find(|e| *e != Errno::UnknownErrno && errno_name(*e) == name).ok_or_else(|| {
+        let known = errno_names();
+        let help = match super::error::suggest(name, known.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`? errnos are written as in errno(3): EINVAL, EFAULT, ..."),
+            None => "errnos are written as in errno(3): EINVAL, EFAULT, ENOSPC, ...".into(),
+        };
+        NodeError::at(node, format!("unknown errno `{name}`")).help(help)
+    })
 }
 
 pub fn parse_signal(node: &Node) -> NResult<Signal> {
@@ -282,12 +244,7 @@ fn parse_term(t: &str) -> Option<i128> {
         'T' => (&t[..t.len() - 1], 1 << 40),
         _ => (t, 1),
     };
-    digits
-        .trim()
-        .replace('_', "")
-        .parse::<i128>()
-        .ok()?
-        .checked_mul(mult)
+    digits.trim().replace('_', "").parse::<i128>().ok()?.checked_mul(mult)
 }
 
 /// Renders a size the way suites write it, for messages: `4K`, `2M`, `0x1001`.
@@ -332,10 +289,7 @@ mod tests {
     fn flags_render_and_parse() {
         assert_eq!(GMEM_FLAGS.render(3), "mmap|init_shared");
         assert_eq!(GMEM_FLAGS.render(0x100), "0x100");
-        let list = Node::new(
-            Value::Seq(vec![s("mmap"), s("init_shared")]),
-            Loc::default(),
-        );
+        let list = Node::new(Value::Seq(vec![s("mmap"), s("init_shared")]), Loc::default());
         assert_eq!(GMEM_FLAGS.parse(&list).ok(), Some(3));
         assert!(GMEM_FLAGS.parse(&s("mmapp")).is_err());
     }

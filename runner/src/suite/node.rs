@@ -62,10 +62,7 @@ impl Node {
 
     /// Looks a key up in a mapping node.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(_, v)| v)
+        self.as_map()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
     }
 
     /// What the node is, for messages such as "expected a list, found a string".
@@ -93,11 +90,7 @@ impl Node {
             Value::Float(f) => f.to_string(),
             Value::Str(s) => s.clone(),
             Value::Seq(items) if items.is_empty() => "none".into(),
-            Value::Seq(items) => items
-                .iter()
-                .map(Node::render_compact)
-                .collect::<Vec<_>>()
-                .join("+"),
+            Value::Seq(items) => items.iter().map(Node::render_compact).collect::<Vec<_>>().join("+"),
             Value::Map(entries) => entries
                 .iter()
                 .map(|(k, v)| format!("{}:{}", k.render_compact(), v.render_compact()))
@@ -136,9 +129,7 @@ impl<'de> Visitor<'de> for RawVisitor {
         Ok(Raw(Value::Int(v)))
     }
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<Raw, E> {
-        i128::try_from(v)
-            .map(|v| Raw(Value::Int(v)))
-            .map_err(|_| E::custom("integer too large"))
+        i128::try_from(v).map(|v| Raw(Value::Int(v))).map_err(|_| E::custom("integer too large"))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Raw, E> {
         Ok(Raw(Value::Float(v)))
@@ -176,10 +167,7 @@ impl<'de> Visitor<'de> for RawVisitor {
 }
 
 fn node_of(s: Spanned<Raw>) -> Node {
-    let loc = Loc {
-        line: s.referenced.line(),
-        col: s.referenced.column(),
-    };
+    let loc = Loc { line: s.referenced.line(), col: s.referenced.column() };
     Node::new(s.value.0, loc)
 }
 
@@ -190,10 +178,7 @@ pub fn parse(text: &str) -> Result<Node, (String, Option<Loc>)> {
     match serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options) {
         Ok(root) => Ok(node_of(root)),
         Err(e) => {
-            let loc = e.location().map(|l| Loc {
-                line: l.line(),
-                col: l.column(),
-            });
+            let loc = e.location().map(|l| Loc { line: l.line(), col: l.column() });
             let message = e.without_snippet().to_string();
             // The location goes in front as file:line:col; drop the copy inside the message.
             let message = match message.find(" at line ") {
@@ -215,10 +200,7 @@ mod tests {
         let b = root.get("b").expect("b");
         let seq = b.as_seq().expect("seq");
         assert_eq!(seq[0].loc, Loc { line: 3, col: 5 });
-        assert_eq!(
-            seq[1].as_seq().map(|s| s[1].value.clone()),
-            Some(Value::Int(16))
-        );
+        assert_eq!(seq[1].as_seq().map(|s| s[1].value.clone()), Some(Value::Int(16)));
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub enum Requirement {
     GmemFlags(u64),
     /// More than one NUMA node with memory.
     MultiNuma,
+    /// KVM_CAP_MULTI_ADDRESS_SPACE is more than 1 (x86 SMM: memslots in address space 1).
+    MultiAddressSpace,
+    /// The host architecture (`std::env::consts::ARCH`: x86_64, aarch64, ...).
+    Arch(String),
 }
 
 impl Requirement {
@@ -41,17 +45,15 @@ impl Requirement {
             "pre_fault",
             "exit_hypercall",
             "numa.multi",
+            "multi_address_space",
+            "arch.x86_64",
+            "arch.aarch64",
         ]
         .iter()
         .map(|s| (*s).to_string())
         .collect();
         names.extend(VM_TYPES.iter().map(|(n, _)| format!("vm_type.{n}")));
-        names.extend(
-            GMEM_FLAGS
-                .bits
-                .iter()
-                .map(|(n, _)| format!("gmem_flag.{n}")),
-        );
+        names.extend(GMEM_FLAGS.bits.iter().map(|(n, _)| format!("gmem_flag.{n}")));
         names.push("gmem_flag_bit.N".into());
         names
     }
@@ -67,8 +69,14 @@ impl Requirement {
             "pre_fault" => Requirement::PreFault,
             "exit_hypercall" => Requirement::ExitHypercall,
             "numa.multi" => Requirement::MultiNuma,
+            "multi_address_space" => Requirement::MultiAddressSpace,
             _ => {
-                if let Some(t) = name.strip_prefix("vm_type.") {
+                if let Some(arch) = name.strip_prefix("arch.") {
+                    if !["x86_64", "aarch64", "riscv64", "s390x", "powerpc64", "loongarch64"].contains(&arch) {
+                        return None;
+                    }
+                    Requirement::Arch(arch.to_string())
+                } else if let Some(t) = name.strip_prefix("vm_type.") {
                     let (_, v) = VM_TYPES.iter().find(|(n, _)| *n == t)?;
                     Requirement::VmType(*v)
                 } else if let Some(f) = name.strip_prefix("gmem_flag.") {
@@ -84,17 +92,13 @@ impl Requirement {
     }
 
     pub fn parse(node: &Node) -> NResult<Requirement> {
-        let name = node.as_str().ok_or_else(|| {
-            NodeError::at(
-                node,
-                format!("a requirement is a capability name, found {}", node.kind()),
-            )
-        })?;
+        let name = node
+            .as_str()
+            .ok_or_else(|| NodeError::at(node, format!("a requirement is a capability name, found {}", node.kind())))?;
         Requirement::parse_name(name).ok_or_else(|| {
             let known = Requirement::known_names();
             let known: Vec<&str> = known.iter().map(String::as_str).collect();
-            NodeError::at(node, format!("unknown capability `{name}`"))
-                .help(unknown_name_help(name, &known))
+            NodeError::at(node, format!("unknown capability `{name}`")).help(unknown_name_help(name, &known))
         })
     }
 }
@@ -111,6 +115,8 @@ impl fmt::Display for Requirement {
             Requirement::PreFault => write!(f, "pre_fault"),
             Requirement::ExitHypercall => write!(f, "exit_hypercall"),
             Requirement::MultiNuma => write!(f, "numa.multi"),
+            Requirement::MultiAddressSpace => write!(f, "multi_address_space"),
+            Requirement::Arch(a) => write!(f, "arch.{a}"),
             Requirement::VmType(t) => write!(f, "vm_type.{}", crate::kvm::uapi::vm_type_name(*t)),
             Requirement::GmemFlags(mask) => {
                 let named = GMEM_FLAGS.render(*mask);
