@@ -198,7 +198,7 @@ impl Runner {
             baseline: None,
             output: None,
             kernel_log: Vec::new(),
-            rerun: format!("gmemconf run {} --exact '{}'", case.source.path().display(), case.id),
+            rerun: format!("gmemconf run {} --exact -f '{}'", case.source.path().display(), case.id),
         };
         if let Some(reason) = skip_reason(case, &self.probe) {
             event.outcome = Outcome::Skip;

@@ -742,17 +742,17 @@ static FSTAT_FIELDS: &[FieldSpec] = &[
     FieldSpec { name: "blocks", kind: FieldKind::Int },
     FieldSpec { name: "blksize", kind: FieldKind::Int },
     FieldSpec { name: "nlink", kind: FieldKind::Int },
-    FieldSpec { name: "perm", kind: FieldKind::Int },
+    FieldSpec { name: "perm", kind: FieldKind::Mode },
     FieldSpec { name: "type", kind: FieldKind::Word(FILE_TYPES) },
     FieldSpec { name: "ino", kind: FieldKind::Int },
 ];
 static SEALS_FIELDS: &[FieldSpec] =
     &[FieldSpec { name: "value", kind: FieldKind::Int }, FieldSpec { name: "seals", kind: FieldKind::Flags(&SEALS) }];
-static MEM_READ_FIELDS: &[FieldSpec] = &[FieldSpec { name: "bytes", kind: FieldKind::Int }];
+static MEM_READ_FIELDS: &[FieldSpec] = &[FieldSpec { name: "bytes", kind: FieldKind::Byte }];
 static GUEST_FIELDS: &[FieldSpec] = &[
     FieldSpec { name: "exit", kind: FieldKind::Word(crate::kvm::vcpu::EXIT_WORDS) },
     FieldSpec { name: "completed", kind: FieldKind::Bool },
-    FieldSpec { name: "read", kind: FieldKind::Int },
+    FieldSpec { name: "read", kind: FieldKind::Byte },
     FieldSpec { name: "gpa", kind: FieldKind::Int },
     FieldSpec { name: "size", kind: FieldKind::Int },
     FieldSpec { name: "flags", kind: FieldKind::Flags(&MEMORY_FAULT_FLAGS) },
