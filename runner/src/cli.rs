@@ -43,6 +43,9 @@ enum Cmd {
         suite: String,
         #[arg(long)]
         id: String,
+        /// Read the suite text from stdin (the runner's copy) instead of the file.
+        #[arg(long)]
+        text_on_stdin: bool,
     },
 }
 
@@ -124,7 +127,9 @@ pub fn main() -> ExitCode {
         Cmd::List(args) => list(args),
         Cmd::Validate { files } => validate(&files),
         Cmd::Probe { format } => probe_cmd(format),
-        Cmd::Case { suite, id } => ExitCode::from(crate::exec::child::case_main(&suite, &id) as u8),
+        Cmd::Case { suite, id, text_on_stdin } => {
+            ExitCode::from(crate::exec::child::case_main(&suite, &id, text_on_stdin) as u8)
+        }
     }
 }
 

@@ -4,11 +4,13 @@
 use super::interp::run_case;
 use super::protocol::{CaseResult, Message, REPORT_FD};
 use crate::probe::{self, Probe};
-use crate::suite::{Source, load::load};
+use crate::suite::Source;
+use crate::suite::load::{load, load_text};
+use std::io::Read;
 use std::io::Write;
 use std::os::fd::FromRawFd;
 
-pub fn case_main(suite_arg: &str, id: &str) -> i32 {
+pub fn case_main(suite_arg: &str, id: &str, text_on_stdin: bool) -> i32 {
     // SAFETY: the runner set up fd 3 as the write end of our report pipe; we own it from here.
     let mut out = unsafe { std::fs::File::from_raw_fd(REPORT_FD) };
     let mut send = |m: &Message| {
@@ -16,7 +18,7 @@ pub fn case_main(suite_arg: &str, id: &str) -> i32 {
             let _ = writeln!(out, "{line}");
         }
     };
-    let result = match find_and_run(suite_arg, id, &mut |i| send(&Message::Step { index: i })) {
+    let result = match find_and_run(suite_arg, id, text_on_stdin, &mut |i| send(&Message::Step { index: i })) {
         Ok(r) => r,
         Err(message) => CaseResult::Error { step: None, message },
     };
@@ -24,9 +26,21 @@ pub fn case_main(suite_arg: &str, id: &str) -> i32 {
     0
 }
 
-fn find_and_run(suite_arg: &str, id: &str, on_step: &mut dyn FnMut(usize)) -> Result<CaseResult, String> {
+fn find_and_run(
+    suite_arg: &str,
+    id: &str,
+    text_on_stdin: bool,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<CaseResult, String> {
     let source = Source::from_arg(suite_arg);
-    let suite = load(&source).map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+    let loaded = if text_on_stdin {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map_err(|e| format!("reading the suite from stdin: {e}"))?;
+        load_text(&text, &source)
+    } else {
+        load(&source)
+    };
+    let suite = loaded.map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
     let case = suite.cases.iter().find(|c| c.id == id).ok_or_else(|| format!("no case `{id}` in {source}"))?;
     let probe: Probe = probe::from_env().unwrap_or_else(probe::gather);
     Ok(run_case(case, &probe, on_step))

@@ -29,9 +29,12 @@ impl Observed {
         Observed { result, fields: Vec::new(), call: call.into(), note: None }
     }
 
-    /// From a libc return value: -1 means errno.
-    pub fn from_rc(rc: i64, call: impl Into<String>) -> Observed {
-        let result = if rc < 0 { ObsResult::Errno(Errno::last()) } else { ObsResult::Ok(rc) };
+    /// From a syscall's result as `sys` captured it.
+    pub fn from_rc(rc: Result<i64, Errno>, call: impl Into<String>) -> Observed {
+        let result = match rc {
+            Ok(v) => ObsResult::Ok(v),
+            Err(e) => ObsResult::Errno(e),
+        };
         Observed::new(result, call)
     }
 
@@ -53,6 +56,11 @@ impl Observed {
     pub fn is_ok(&self) -> bool {
         matches!(self.result, ObsResult::Ok(_))
     }
+}
+
+/// A libc return value with its errno taken at once, before any other call can change errno.
+pub fn sys(rc: i64) -> Result<i64, Errno> {
+    if rc < 0 { Err(Errno::last()) } else { Ok(rc) }
 }
 
 /// Expected and actual, rendered for a failure report.

@@ -1,10 +1,11 @@
 //! Steps that are file syscalls on a descriptor: each returns the kernel's exact answer.
 
-use super::observe::{ObsResult, Observed};
+use super::observe::{ObsResult, Observed, sys};
 use super::world::{CaseError, Obj, World};
 use crate::suite::expect::FieldVal;
 use crate::suite::names::{FALLOC_MODES, SEALS, WHENCE, render_size};
 use crate::suite::step::{FdRef, SpliceDir};
+use nix::errno::Errno;
 use std::ffi::CString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
@@ -31,7 +32,7 @@ pub fn open(w: &mut World, as_: &str, path: &str, write: bool) -> Result<Observe
     let flags = libc::O_CLOEXEC | if write { libc::O_RDWR } else { libc::O_RDONLY };
     // SAFETY: c is a valid NUL-terminated path.
     let fd = unsafe { libc::open(c.as_ptr(), flags) };
-    let obs = Observed::from_rc(fd.into(), format!("open(\"{path}\")"));
+    let obs = Observed::from_rc(sys(fd.into()), format!("open(\"{path}\")"));
     if fd >= 0 {
         // SAFETY: fd was just returned by open and is owned by nothing else.
         w.objects.insert(as_.to_string(), Obj::File(unsafe { OwnedFd::from_raw_fd(fd) }));
@@ -82,8 +83,8 @@ pub fn close(w: &mut World, fd: &FdRef) -> Result<Observed, CaseError> {
         other => {
             let raw = w.fd(other)?;
             // SAFETY: closing a number that no live OwnedFd of ours owns (closed or literal).
-            let rc = unsafe { libc::close(raw) };
-            Ok(Observed::from_rc(rc.into(), format!("close({})", name(other))))
+            let rc = sys(unsafe { libc::close(raw) } as i64);
+            Ok(Observed::from_rc(rc, format!("close({})", name(other))))
         }
     }
 }
@@ -92,92 +93,96 @@ pub fn read(w: &World, fd: &FdRef, len: u64, offset: Option<i64>) -> Result<Obse
     let raw = w.fd(fd)?;
     let mut buf = vec![0u8; io_len(len)?];
     // SAFETY: buf has len writable bytes.
-    let rc = unsafe {
+    let rc = sys(unsafe {
         match offset {
             None => libc::read(raw, buf.as_mut_ptr().cast(), buf.len()),
             Some(off) => libc::pread(raw, buf.as_mut_ptr().cast(), buf.len(), off),
         }
-    };
+    } as i64);
     let call = match offset {
         None => format!("read({}, {len})", name(fd)),
         Some(off) => format!("pread({}, {len}, offset {off:#x})", name(fd)),
     };
-    let obs = Observed::from_rc(rc as i64, call);
-    Ok(if rc >= 0 { obs.field("value", FieldVal::Int(rc as i128)) } else { obs })
+    Ok(with_value(rc, call))
 }
 
 pub fn write(w: &World, fd: &FdRef, len: u64, byte: u8, offset: Option<i64>) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     let buf = vec![byte; io_len(len)?];
     // SAFETY: buf has len readable bytes.
-    let rc = unsafe {
+    let rc = sys(unsafe {
         match offset {
             None => libc::write(raw, buf.as_ptr().cast(), buf.len()),
             Some(off) => libc::pwrite(raw, buf.as_ptr().cast(), buf.len(), off),
         }
-    };
+    } as i64);
     let call = match offset {
         None => format!("write({}, {len} bytes of {byte:#04x})", name(fd)),
         Some(off) => format!("pwrite({}, {len} bytes of {byte:#04x}, offset {off:#x})", name(fd)),
     };
-    let obs = Observed::from_rc(rc as i64, call);
-    Ok(if rc >= 0 { obs.field("value", FieldVal::Int(rc as i128)) } else { obs })
+    Ok(with_value(rc, call))
 }
 
-fn with_value(rc: i64, call: String) -> Observed {
+fn with_value(rc: Result<i64, Errno>, call: String) -> Observed {
     let obs = Observed::from_rc(rc, call);
-    if rc >= 0 { obs.field("value", FieldVal::Int(rc.into())) } else { obs }
+    match rc {
+        Ok(v) => obs.field("value", FieldVal::Int(v.into())),
+        Err(_) => obs,
+    }
 }
 
 pub fn lseek(w: &World, fd: &FdRef, offset: i64, whence: u64) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
-    let rc = unsafe { libc::lseek(raw, offset, whence as i32) };
+    let rc = sys(unsafe { libc::lseek(raw, offset, whence as i32) } as i64);
     Ok(with_value(rc, format!("lseek({}, {offset:#x}, SEEK_{})", name(fd), WHENCE.render(whence).to_uppercase())))
 }
 
 pub fn ftruncate(w: &World, fd: &FdRef, size: i64) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
-    let rc = unsafe { libc::ftruncate(raw, size) };
-    Ok(with_value(rc.into(), format!("ftruncate({}, {size:#x})", name(fd))))
+    let rc = sys(unsafe { libc::ftruncate(raw, size) } as i64);
+    Ok(with_value(rc, format!("ftruncate({}, {size:#x})", name(fd))))
 }
 
 pub fn fchmod(w: &World, fd: &FdRef, mode: u32) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
-    let rc = unsafe { libc::fchmod(raw, mode) };
-    Ok(with_value(rc.into(), format!("fchmod({}, {mode:#o})", name(fd))))
+    let rc = sys(unsafe { libc::fchmod(raw, mode) } as i64);
+    Ok(with_value(rc, format!("fchmod({}, {mode:#o})", name(fd))))
 }
 
 pub fn fsync(w: &World, fd: &FdRef, data_only: bool) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscalls.
-    let rc = unsafe { if data_only { libc::fdatasync(raw) } else { libc::fsync(raw) } };
-    Ok(with_value(rc.into(), format!("{}({})", if data_only { "fdatasync" } else { "fsync" }, name(fd))))
+    let rc = sys(unsafe { if data_only { libc::fdatasync(raw) } else { libc::fsync(raw) } } as i64);
+    Ok(with_value(rc, format!("{}({})", if data_only { "fdatasync" } else { "fsync" }, name(fd))))
 }
 
 pub fn add_seals(w: &World, fd: &FdRef, seals: u64) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
-    let rc = unsafe { libc::fcntl(raw, libc::F_ADD_SEALS, seals as libc::c_int) };
-    Ok(with_value(rc.into(), format!("fcntl({}, F_ADD_SEALS, {})", name(fd), SEALS.render(seals))))
+    let rc = sys(unsafe { libc::fcntl(raw, libc::F_ADD_SEALS, seals as libc::c_int) } as i64);
+    Ok(with_value(rc, format!("fcntl({}, F_ADD_SEALS, {})", name(fd), SEALS.render(seals))))
 }
 
 pub fn get_seals(w: &World, fd: &FdRef) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
-    let rc = unsafe { libc::fcntl(raw, libc::F_GET_SEALS) };
-    let obs = with_value(rc.into(), format!("fcntl({}, F_GET_SEALS)", name(fd)));
-    Ok(if rc >= 0 { obs.field("seals", FieldVal::Int(rc.into())) } else { obs })
+    let rc = sys(unsafe { libc::fcntl(raw, libc::F_GET_SEALS) } as i64);
+    let obs = with_value(rc, format!("fcntl({}, F_GET_SEALS)", name(fd)));
+    Ok(match rc {
+        Ok(v) => obs.field("seals", FieldVal::Int(v.into())),
+        Err(_) => obs,
+    })
 }
 
 pub fn ioctl(w: &World, fd: &FdRef, request: u64, arg: u64) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: the request and integer argument are the case's; the kernel validates both, and an
     // unknown request on these files reads no user memory.
-    let rc = unsafe { libc::ioctl(raw, request as libc::c_ulong, arg as libc::c_ulong) };
-    Ok(with_value(rc.into(), format!("ioctl({}, {request:#x}, {arg:#x})", name(fd))))
+    let rc = sys(unsafe { libc::ioctl(raw, request as libc::c_ulong, arg as libc::c_ulong) } as i64);
+    Ok(with_value(rc, format!("ioctl({}, {request:#x}, {arg:#x})", name(fd))))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), CaseError> {
@@ -201,7 +206,7 @@ pub fn splice(w: &World, fd: &FdRef, dir: SpliceDir, len: u64, offset: Option<i6
     let (r, wr) = pipe()?;
     let mut off = offset;
     let len = len.min(4096) as usize;
-    let rc = match dir {
+    let rc = sys(match dir {
         SpliceDir::Out => {
             // SAFETY: the offset pointer is NULL or points at a live i64; the pipe is ours.
             unsafe { libc::splice(raw, offset_ptr(&mut off), wr.as_raw_fd(), std::ptr::null_mut(), len, 0) }
@@ -213,12 +218,12 @@ pub fn splice(w: &World, fd: &FdRef, dir: SpliceDir, len: u64, offset: Option<i6
             // SAFETY: as above.
             unsafe { libc::splice(r.as_raw_fd(), std::ptr::null_mut(), raw, offset_ptr(&mut off), len, 0) }
         }
-    };
+    } as i64);
     let what = match dir {
         SpliceDir::Out => format!("splice({} @ {} -> pipe, {len})", name(fd), offset_text(offset)),
         SpliceDir::In => format!("splice(pipe -> {} @ {}, {len})", name(fd), offset_text(offset)),
     };
-    Ok(with_value(rc as i64, what))
+    Ok(with_value(rc, what))
 }
 
 pub fn copy_file_range(
@@ -233,7 +238,9 @@ pub fn copy_file_range(
     let (f, t) = (w.fd(from)?, w.fd(to)?);
     let (mut oi, mut oo) = (offset_in, offset_out);
     // SAFETY: each offset pointer is NULL or points at a live i64.
-    let rc = unsafe { libc::copy_file_range(f, offset_ptr(&mut oi), t, offset_ptr(&mut oo), len as usize, flags) };
+    let rc =
+        sys(unsafe { libc::copy_file_range(f, offset_ptr(&mut oi), t, offset_ptr(&mut oo), len as usize, flags) }
+            as i64);
     let call = format!(
         "copy_file_range({} @ {} -> {} @ {}, {len}, flags {flags:#x})",
         name(from),
@@ -241,45 +248,45 @@ pub fn copy_file_range(
         name(to),
         offset_text(offset_out)
     );
-    Ok(with_value(rc as i64, call))
+    Ok(with_value(rc, call))
 }
 
 pub fn sendfile(w: &World, from: &FdRef, to: &FdRef, len: u64, offset: Option<i64>) -> Result<Observed, CaseError> {
     let (f, t) = (w.fd(from)?, w.fd(to)?);
     let mut off = offset;
     // SAFETY: the offset pointer is NULL or points at a live i64.
-    let rc = unsafe { libc::sendfile(t, f, offset_ptr(&mut off), len as usize) };
-    Ok(with_value(rc as i64, format!("sendfile({} @ {} -> {}, {len})", name(from), offset_text(offset), name(to))))
+    let rc = sys(unsafe { libc::sendfile(t, f, offset_ptr(&mut off), len as usize) } as i64);
+    Ok(with_value(rc, format!("sendfile({} @ {} -> {}, {len})", name(from), offset_text(offset), name(to))))
 }
 
 pub fn fcntl(w: &World, fd: &FdRef, cmd: u64, arg: u64) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: the commands in FCNTL_CMDS take an integer argument or none.
-    let rc = unsafe { libc::fcntl(raw, cmd as libc::c_int, arg as libc::c_long) };
+    let rc = sys(unsafe { libc::fcntl(raw, cmd as libc::c_int, arg as libc::c_long) } as i64);
     let cmd_name = crate::suite::names::FCNTL_CMDS.render(cmd).to_uppercase();
-    Ok(with_value(rc.into(), format!("fcntl({}, F_{cmd_name}, {arg:#x})", name(fd))))
+    Ok(with_value(rc, format!("fcntl({}, F_{cmd_name}, {arg:#x})", name(fd))))
 }
 
 pub fn fchown(w: &World, fd: &FdRef, uid: u32, gid: u32) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
-    let rc = unsafe { libc::fchown(raw, uid, gid) };
-    Ok(with_value(rc.into(), format!("fchown({}, {uid}, {gid})", name(fd))))
+    let rc = sys(unsafe { libc::fchown(raw, uid, gid) } as i64);
+    Ok(with_value(rc, format!("fchown({}, {uid}, {gid})", name(fd))))
 }
 
 pub fn futimens(w: &World, fd: &FdRef) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: a NULL times pointer sets both timestamps to now.
-    let rc = unsafe { libc::futimens(raw, std::ptr::null()) };
-    Ok(with_value(rc.into(), format!("futimens({}, now)", name(fd))))
+    let rc = sys(unsafe { libc::futimens(raw, std::ptr::null()) } as i64);
+    Ok(with_value(rc, format!("futimens({}, now)", name(fd))))
 }
 
 pub fn fallocate(w: &World, fd: &FdRef, mode: u64, offset: i64, len: i64) -> Result<Observed, CaseError> {
     let raw = w.fd(fd)?;
     // SAFETY: plain syscall.
-    let rc = unsafe { libc::fallocate(raw, mode as libc::c_int, offset, len) };
+    let rc = sys(unsafe { libc::fallocate(raw, mode as libc::c_int, offset, len) } as i64);
     Ok(with_value(
-        rc.into(),
+        rc,
         format!("fallocate({}, {}, offset {offset:#x}, len {len:#x})", name(fd), FALLOC_MODES.render(mode)),
     ))
 }
@@ -289,9 +296,9 @@ pub fn fstat(w: &World, fd: &FdRef) -> Result<Observed, CaseError> {
     // SAFETY: st is plain old data the kernel fills.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: st is a valid, writable struct stat.
-    let rc = unsafe { libc::fstat(raw, &mut st) };
-    let obs = Observed::from_rc(rc.into(), format!("fstat({})", name(fd)));
-    if rc < 0 {
+    let rc = sys(unsafe { libc::fstat(raw, &mut st) } as i64);
+    let obs = Observed::from_rc(rc, format!("fstat({})", name(fd)));
+    if rc.is_err() {
         return Ok(obs);
     }
     let kind = match st.st_mode & libc::S_IFMT {

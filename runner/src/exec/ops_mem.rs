@@ -1,6 +1,6 @@
 //! Steps on this process's mappings: mmap, mprotect, madvise, and byte access through them.
 
-use super::observe::{ObsResult, Observed};
+use super::observe::{ObsResult, Observed, sys};
 use super::world::{CaseError, Mapping, Obj, World};
 use crate::suite::expect::FieldVal;
 use crate::suite::names::{MADVISE, MAP_FLAGS, PROT, render_size};
@@ -53,16 +53,16 @@ fn range(m: &Mapping, map: &str, offset: u64, len: Option<u64>) -> Result<(*mut 
 pub fn mprotect(w: &World, map: &str, offset: u64, len: Option<u64>, prot: u64) -> Result<Observed, CaseError> {
     let (ptr, len) = range(w.map(map)?, map, offset, len)?;
     // SAFETY: the range lies in a mapping we own; no Rust reference points into it.
-    let rc = unsafe { libc::mprotect(ptr.cast(), len, prot as i32) };
-    Ok(Observed::from_rc(rc.into(), format!("mprotect({map}+{offset:#x}, {len:#x}, {})", PROT.render(prot))))
+    let rc = sys(unsafe { libc::mprotect(ptr.cast(), len, prot as i32) } as i64);
+    Ok(Observed::from_rc(rc, format!("mprotect({map}+{offset:#x}, {len:#x}, {})", PROT.render(prot))))
 }
 
 pub fn madvise(w: &World, map: &str, offset: u64, len: Option<u64>, advice: u64) -> Result<Observed, CaseError> {
     let (ptr, len) = range(w.map(map)?, map, offset, len)?;
     // SAFETY: as for mprotect.
-    let rc = unsafe { libc::madvise(ptr.cast(), len, advice as i32) };
+    let rc = sys(unsafe { libc::madvise(ptr.cast(), len, advice as i32) } as i64);
     Ok(Observed::from_rc(
-        rc.into(),
+        rc,
         format!("madvise({map}+{offset:#x}, {len:#x}, MADV_{})", MADVISE.render(advice).to_uppercase()),
     ))
 }

@@ -1,5 +1,5 @@
 //! Runs one case in its own process under a deadline: a new exec of this binary, in its own
-//! process group, stdin closed, reporting over a pipe. A signal, an exit or a hang of the child
+//! process group, stdin carrying only the suite text, reporting over a pipe. A signal, an exit or a hang of the child
 //! is that case's verdict; the run goes on.
 
 use super::protocol::{CaseResult, Message, REPORT_FD};
@@ -64,8 +64,9 @@ pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Dura
         .arg(case.source.to_arg())
         .arg("--id")
         .arg(&case.id)
+        .arg("--text-on-stdin")
         .env(PROBE_ENV, probe_json)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -88,6 +89,14 @@ pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Dura
         Err(e) => return not_started(format!("cannot start {}: {e}", exe.display())),
     };
     drop(report_w);
+    // The case process reads the suite text the run loaded, then sees stdin closed.
+    if let Some(mut stdin) = child.stdin.take() {
+        let text = case.text.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(text.as_bytes());
+        });
+    }
     let pgid = Pid::from_raw(child.id() as i32);
 
     let (tx, rx) = mpsc::channel::<Message>();

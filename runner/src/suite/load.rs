@@ -39,10 +39,10 @@ pub fn load_text(text: &str, source: &Source) -> Result<Suite, Vec<LoadError>> {
     let root = node::parse(text).map_err(|(message, loc)| {
         vec![LoadError { file: path.clone(), loc, message, help: Some("this is not valid YAML".into()) }]
     })?;
-    parse_suite(&root, source).map_err(|errs| errs.into_iter().map(|e| e.in_file(&path)).collect())
+    parse_suite(&root, source, &Arc::from(text)).map_err(|errs| errs.into_iter().map(|e| e.in_file(&path)).collect())
 }
 
-fn parse_suite(root: &Node, source: &Source) -> Result<Suite, Vec<NodeError>> {
+fn parse_suite(root: &Node, source: &Source, text: &Arc<str>) -> Result<Suite, Vec<NodeError>> {
     let one = |e: NodeError| vec![e];
     let entries = root.as_map().ok_or_else(|| {
         one(NodeError::at(root, format!("a suite file is a mapping, found {}", root.kind()))
@@ -78,7 +78,7 @@ fn parse_suite(root: &Node, source: &Source) -> Result<Suite, Vec<NodeError>> {
     let mut cases = Vec::new();
     let mut ids: HashSet<String> = HashSet::new();
     for case_node in case_nodes {
-        match parse_case(case_node, &name, &requires, timeout, fixtures, &source) {
+        match parse_case(case_node, &name, &requires, timeout, fixtures, &source, text) {
             Ok(expanded) => {
                 for case in expanded {
                     if !ids.insert(case.id.clone()) {
@@ -105,6 +105,7 @@ fn parse_case(
     suite_timeout: Duration,
     fixtures: Option<&Node>,
     source: &Arc<Source>,
+    text: &Arc<str>,
 ) -> NResult<Vec<Case>> {
     let entries = node.as_map().ok_or_else(|| {
         NodeError::at(node, format!("a case is a mapping, found {}", node.kind())).help("write `- name: ...`")
@@ -193,6 +194,7 @@ fn parse_case(
             steps,
             loc: node.loc,
             source: source.clone(),
+            text: text.clone(),
         });
     }
     for p in &params {

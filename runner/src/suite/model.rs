@@ -73,6 +73,9 @@ pub struct Case {
     pub steps: Vec<Step>,
     pub loc: Loc,
     pub source: Arc<Source>,
+    /// The suite text the case was loaded from: a case process gets this very text, so a file
+    /// edited during a run cannot change what the run executes.
+    pub text: Arc<str>,
 }
 
 impl Case {
