@@ -164,6 +164,10 @@ fn run(args: RunArgs) -> ExitCode {
         eprintln!("gmemconf: --timeout-scale must be in (0, 100], got {}", args.timeout_scale);
         return ExitCode::from(exit::USAGE);
     }
+    if args.test_threads == Some(0) {
+        eprintln!("gmemconf: --test-threads must be at least 1");
+        return ExitCode::from(exit::USAGE);
+    }
     let mut la = libtest_args(&args.select);
     la.list = args.list;
     la.ignored = args.ignored;

@@ -150,6 +150,9 @@ fn a_malformed_suite_is_exit_2_with_its_location(#[case] steps: &str, #[case] me
 #[case::bad_flag(&["run", "--frobnicate"], "unexpected argument")]
 #[case::bad_scale(&["run", "--timeout-scale", "0"], "--timeout-scale")]
 #[case::empty_selection(&["list", "-f", "no-such-case"], "no case matched")]
+#[case::zero_threads(&["run", "--test-threads", "0"], "--test-threads must be at least 1")]
+#[case::internal_command(&["__case", "--suite", "x", "--id", "y"], "`__case` is internal")]
+#[case::bad_baselines(&["list", "--baselines", "no/such/dir"], "cannot read the baselines directory")]
 fn bad_command_lines_are_exit_2(#[case] args: &[&str], #[case] message: &str) {
     let out = gmemconf(args);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -11,7 +11,13 @@ use std::io::Write;
 use std::os::fd::FromRawFd;
 
 pub fn case_main(suite_arg: &str, id: &str, text_on_stdin: bool) -> i32 {
-    // SAFETY: the runner set up fd 3 as the write end of our report pipe; we own it from here.
+    // SAFETY: fcntl(F_GETFD) only asks whether the descriptor is open.
+    if unsafe { libc::fcntl(REPORT_FD, libc::F_GETFD) } < 0 {
+        eprintln!("gmemconf: `__case` is internal: `gmemconf run` starts it with a report pipe on fd {REPORT_FD}");
+        return i32::from(crate::exit::USAGE);
+    }
+    // SAFETY: fd 3 is open (checked above): the runner set it up as the write end of our report
+    // pipe, and nothing else in this process owns it.
     let mut out = unsafe { std::fs::File::from_raw_fd(REPORT_FD) };
     let mut send = |m: &Message| {
         if let Ok(line) = serde_json::to_string(m) {

@@ -1,6 +1,6 @@
 //! Runs one case in its own process under a deadline: a new exec of this binary, in its own
-//! process group, stdin carrying only the suite text, reporting over a pipe. A signal, an exit or a hang of the child
-//! is that case's verdict; the run goes on.
+//! process group, stdin carrying only the suite text, reporting over a pipe. A signal, an exit or
+//! a hang of the child is that case's verdict; the run goes on.
 
 use super::protocol::{CaseResult, Message, REPORT_FD};
 use crate::probe::PROBE_ENV;
