@@ -96,7 +96,8 @@ struct RunArgs {
     /// Also write the JSON-lines events to this file.
     #[arg(long)]
     events: Option<PathBuf>,
-    /// Multiply every case's timeout (slow or emulated hosts).
+    /// Multiply every case's timeout, on top of the target's own factor (2 on nested or software
+    /// virtualization, 1 on hardware).
     #[arg(long, default_value_t = 1.0)]
     timeout_scale: f64,
     /// Accepted for libtest compatibility (cargo nextest passes them); no effect.

@@ -149,7 +149,9 @@ pub struct Runner {
 }
 
 impl Runner {
+    /// `timeout_scale` multiplies what the target's kind already asks for (see `VirtKind`).
     pub fn new(exe: PathBuf, probe: Probe, timeout_scale: f64, sink: EventSink) -> Runner {
+        let timeout_scale = timeout_scale * probe.virt.timeout_scale();
         let probe_json = serde_json::to_string(&probe).unwrap_or_default();
         let fingerprint = probe.fingerprint();
         Runner { exe, probe, probe_json, fingerprint, timeout_scale, sink: Mutex::new(sink), started: Instant::now() }
@@ -164,6 +166,7 @@ impl Runner {
             probe: &self.probe,
             cases,
             kernel_log_unwatched: kmsg::Watch::start().finish().unwatched,
+            timeout_scale: self.timeout_scale,
         };
         if let Ok(mut s) = self.sink.lock() {
             s.line(&e);

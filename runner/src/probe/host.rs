@@ -18,6 +18,15 @@ pub enum VirtKind {
 
 impl VirtKind {
     pub const NAMES: &'static [&'static str] = &["hardware", "nested", "software", "none"];
+
+    /// Case timeouts are written for hardware virtualization; slower kinds get more time.
+    /// A software KVM exits to the host for guest memory accesses that hardware does not.
+    pub fn timeout_scale(self) -> f64 {
+        match self {
+            VirtKind::Hardware | VirtKind::None => 1.0,
+            VirtKind::Nested | VirtKind::Software => 2.0,
+        }
+    }
 }
 
 impl fmt::Display for VirtKind {

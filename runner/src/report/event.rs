@@ -89,6 +89,8 @@ pub struct RunStarted<'a> {
     /// Why kernel WARN/BUG lines and taint cannot be watched here, if they cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_log_unwatched: Option<String>,
+    /// What every case's timeout is multiplied by on this target.
+    pub timeout_scale: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
