@@ -45,3 +45,48 @@ pub fn failure_block(e: &CaseEvent, fingerprint: &str) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::protocol::StepFailure;
+
+    #[test]
+    fn a_failure_reads_like_the_style_guide() {
+        let e = CaseEvent {
+            event: "case",
+            id: "memslot-sharing::offset-overlap[flags=mmap]".into(),
+            outcome: Outcome::Fail,
+            duration_ms: 3,
+            location: "suites/memslot-sharing.yaml:30:5".into(),
+            reference: "api.rst KVM_SET_USER_MEMORY_REGION2".into(),
+            reason: None,
+            failure: Some(StepFailure {
+                step: 4,
+                of: 5,
+                op: "memslot".into(),
+                location: "suites/memslot-sharing.yaml:41:9".into(),
+                expected: "errno EINVAL".into(),
+                actual: "success (returned 0)".into(),
+                call: "KVM_SET_USER_MEMORY_REGION2 { slot: 1 }".into(),
+                contract: "api.rst KVM_SET_USER_MEMORY_REGION2: a guest_memfd range binds to one memslot at a time".into(),
+            }),
+            baseline: None,
+            output: None,
+            kernel_log: vec!["WARNING: at virt/kvm/guest_memfd.c:100".into()],
+            rerun: "gmemconf run suites/memslot-sharing.yaml --exact -f 'memslot-sharing::offset-overlap[flags=mmap]'".into(),
+        };
+        let expected = "\
+FAIL memslot-sharing::offset-overlap[flags=mmap] (3 ms)
+  --> suites/memslot-sharing.yaml:41:9 (step 4 of 5: memslot)
+  contract: api.rst KVM_SET_USER_MEMORY_REGION2: a guest_memfd range binds to one memslot at a time
+  expected: errno EINVAL
+    actual: success (returned 0)
+      call: KVM_SET_USER_MEMORY_REGION2 { slot: 1 }
+    kernel: WARNING: at virt/kvm/guest_memfd.c:100
+      host: 6.18.44, software KVM
+     rerun: gmemconf run suites/memslot-sharing.yaml --exact -f 'memslot-sharing::offset-overlap[flags=mmap]'
+";
+        assert_eq!(failure_block(&e, "6.18.44, software KVM"), expected);
+    }
+}
