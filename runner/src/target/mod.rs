@@ -1,0 +1,3 @@
+//! Targets gmemconf runs cases on, and what it watches there.
+
+pub mod kmsg;
