@@ -69,12 +69,14 @@ mod tests {
                 expected: "errno EINVAL".into(),
                 actual: "success (returned 0)".into(),
                 call: "KVM_SET_USER_MEMORY_REGION2 { slot: 1 }".into(),
-                contract: "api.rst KVM_SET_USER_MEMORY_REGION2: a guest_memfd range binds to one memslot at a time".into(),
+                contract: "api.rst KVM_SET_USER_MEMORY_REGION2: a guest_memfd range binds to one memslot at a time"
+                    .into(),
             }),
             baseline: None,
             output: None,
             kernel_log: vec!["WARNING: at virt/kvm/guest_memfd.c:100".into()],
-            rerun: "gmemconf run suites/memslot-sharing.yaml --exact -f 'memslot-sharing::offset-overlap[flags=mmap]'".into(),
+            rerun: "gmemconf run suites/memslot-sharing.yaml --exact -f 'memslot-sharing::offset-overlap[flags=mmap]'"
+                .into(),
         };
         let expected = "\
 FAIL memslot-sharing::offset-overlap[flags=mmap] (3 ms)
