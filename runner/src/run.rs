@@ -1,7 +1,7 @@
 //! One run on the host target: select suites and baselines, gate each case on the probe, execute
 //! it in its own process, apply baselines, and record the event.
 
-use crate::exec::protocol::CaseResult;
+use crate::exec::protocol::{CaseResult, StepFailure};
 use crate::exec::supervise::{Ending, run_case_process};
 use crate::probe::Probe;
 use crate::report::event::{CaseEvent, Counts, Outcome, RunFinished, RunStarted};
@@ -212,49 +212,13 @@ impl Runner {
             let sup = run_case_process(&self.exe, case, &self.probe_json, timeout);
             let klog = watch.finish();
             event.duration_ms = sup.duration.as_millis() as u64;
-            let step_text = |step: Option<usize>| match step.and_then(|i| case.steps.get(i - 1).map(|s| (i, s))) {
-                Some((i, s)) => {
-                    format!("step {i} of {} ({}, {}:{})", case.steps.len(), s.op.name(), case.source, s.loc)
-                }
-                None => "before its first step".to_string(),
-            };
-            match sup.ending {
-                Ending::Reported(CaseResult::Pass) => event.outcome = Outcome::Pass,
-                Ending::Reported(CaseResult::Fail(f)) => {
-                    event.outcome = Outcome::Fail;
-                    event.failure = Some(f);
-                }
-                Ending::Reported(CaseResult::Error { step, message }) => {
-                    event.outcome = Outcome::Error;
-                    event.reason = Some(format!("{message} ({})", step_text(step)));
-                }
-                Ending::Timeout { step, stopped_by } => {
-                    event.outcome = Outcome::Timeout;
-                    event.reason = Some(format!(
-                        "no result within {:.1} s; was running {}; stopped with {stopped_by}",
-                        timeout.as_secs_f64(),
-                        step_text(step)
-                    ));
-                }
-                Ending::Crashed { signal, step } => {
-                    event.outcome = Outcome::Crashed;
-                    event.reason = Some(format!("the case process died of {signal} during {}", step_text(step)));
-                }
-                Ending::Vanished { status, step } => {
-                    event.outcome = Outcome::Error;
-                    event.reason =
-                        Some(format!("the case process ended ({status}) without a result during {}", step_text(step)));
-                }
-                Ending::NotStarted(msg) => {
-                    event.outcome = Outcome::Error;
-                    event.reason = Some(msg);
-                }
-            }
-            judge_kernel_log(&mut event, &klog);
+            (event.outcome, event.reason, event.failure) = verdict(sup.ending, case, timeout);
+            let kernel_alarmed = judge_kernel_log(&mut event, &klog);
             if event.outcome != Outcome::Pass && !sup.output.is_empty() {
                 event.output = Some(sup.output);
             }
-            if let Some(b) = baseline {
+            // A baseline explains a known deviation, never a kernel that warned or oopsed.
+            if let Some(b) = baseline.filter(|_| !kernel_alarmed) {
                 event.outcome = match event.outcome {
                     Outcome::Fail | Outcome::Timeout | Outcome::Crashed => Outcome::Xfail,
                     Outcome::Pass => Outcome::Xpass,
@@ -272,16 +236,47 @@ impl Runner {
     }
 }
 
+/// The outcome of a case process's ending, with its reason or failing step.
+fn verdict(ending: Ending, case: &Case, timeout: Duration) -> (Outcome, Option<String>, Option<StepFailure>) {
+    let step_text = |step: Option<usize>| match step.and_then(|i| case.steps.get(i - 1).map(|s| (i, s))) {
+        Some((i, s)) => format!("step {i} of {} ({}, {}:{})", case.steps.len(), s.op.name(), case.source, s.loc),
+        None => "before its first step".to_string(),
+    };
+    match ending {
+        Ending::Reported(CaseResult::Pass) => (Outcome::Pass, None, None),
+        Ending::Reported(CaseResult::Fail(f)) => (Outcome::Fail, None, Some(f)),
+        Ending::Reported(CaseResult::Error { step, message }) => {
+            (Outcome::Error, Some(format!("{message} ({})", step_text(step))), None)
+        }
+        Ending::Timeout { step, stopped_by } => {
+            let why = format!(
+                "no result within {:.1} s; was running {}; stopped with {stopped_by}",
+                timeout.as_secs_f64(),
+                step_text(step)
+            );
+            (Outcome::Timeout, Some(why), None)
+        }
+        Ending::Crashed { signal, step } => {
+            (Outcome::Crashed, Some(format!("the case process died of {signal} during {}", step_text(step))), None)
+        }
+        Ending::Vanished { status, step } => {
+            let why = format!("the case process ended ({status}) without a result during {}", step_text(step));
+            (Outcome::Error, Some(why), None)
+        }
+        Ending::NotStarted(msg) => (Outcome::Error, Some(msg), None),
+    }
+}
+
 /// A kernel that warns, oopses or taints itself while a case runs has failed that case, whatever
-/// the steps saw. Cases run in parallel, so the message says how to attribute it.
-fn judge_kernel_log(event: &mut CaseEvent, log: &KernelLog) {
+/// the steps saw. Cases run in parallel, so the message says how to attribute it. True if it did.
+fn judge_kernel_log(event: &mut CaseEvent, log: &KernelLog) -> bool {
     event.kernel_log = log.lines.clone();
     let mut alarms: Vec<String> = log.alarms.clone();
     if let Some((before, after)) = log.taint_change {
         alarms.push(format!("kernel taint changed from {before:#x} to {after:#x}"));
     }
     if alarms.is_empty() {
-        return;
+        return false;
     }
     let text = format!(
         "the kernel reported trouble while this case ran: {} (other cases ran at the same time: rerun alone with --exact to attribute)",
@@ -294,4 +289,5 @@ fn judge_kernel_log(event: &mut CaseEvent, log: &KernelLog) {
         Some(r) => format!("{r}; {text}"),
         None => text,
     });
+    true
 }
