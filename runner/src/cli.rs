@@ -321,7 +321,14 @@ fn validate(files: &[PathBuf]) -> ExitCode {
         Err(e) => return print_load_errors(&e),
     };
     let mut problems = Vec::new();
-    for b in &selection.baselines {
+    // An entry for a suite that is not being validated is not stale, only out of scope.
+    let in_scope = |b: &&crate::suite::baseline::Baseline| {
+        selection
+            .suites
+            .iter()
+            .any(|s| b.case.split("::").next().is_some_and(|p| crate::suite::baseline::glob(p, &s.name)))
+    };
+    for b in selection.baselines.iter().filter(in_scope) {
         if !selection.cases().any(|c| b.matches_case(&c.id)) {
             problems.push(format!(
                 "{}:{}: error: baseline `{}` matches no case\n  help: check the id with `gmemconf list`, or remove the stale entry",

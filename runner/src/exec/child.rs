@@ -5,7 +5,7 @@ use super::interp::run_case;
 use super::protocol::{CaseResult, Message, REPORT_FD};
 use crate::probe::{self, Probe};
 use crate::suite::Source;
-use crate::suite::load::{load, load_text};
+use crate::suite::load::{load, load_case};
 use std::io::Read;
 use std::io::Write;
 use std::os::fd::FromRawFd;
@@ -42,7 +42,7 @@ fn find_and_run(
     let loaded = if text_on_stdin {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).map_err(|e| format!("reading the suite from stdin: {e}"))?;
-        load_text(&text, &source)
+        load_case(&text, &source, id)
     } else {
         load(&source)
     };

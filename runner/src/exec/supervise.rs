@@ -178,6 +178,8 @@ fn stop(child: &mut std::process::Child, pgid: Pid) -> &'static str {
 /// None if it will not die (stuck in an uninterruptible kernel wait).
 fn reap(child: &mut std::process::Child, pgid: Pid, until: Instant) -> Option<std::process::ExitStatus> {
     let mut killed_at: Option<Instant> = None;
+    // A case that reported is usually gone within a millisecond: poll fast, then back off.
+    let mut pause = Duration::from_micros(100);
     loop {
         match child.try_wait() {
             Ok(Some(st)) => return Some(st),
@@ -193,7 +195,8 @@ fn reap(child: &mut std::process::Child, pgid: Pid, until: Instant) -> Option<st
             Some(t) if now >= t + UNKILLABLE => return None,
             _ => {}
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
 

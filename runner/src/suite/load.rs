@@ -35,14 +35,25 @@ pub fn load(source: &Source) -> Result<Suite, Vec<LoadError>> {
 
 /// Loads suite text as if read from `source` (errors name its path).
 pub fn load_text(text: &str, source: &Source) -> Result<Suite, Vec<LoadError>> {
+    load_text_only(text, source, None)
+}
+
+/// Loads only the case `id` (the suite as a whole was validated by the runner): what a case
+/// process does, so that it does not expand every other case of a large matrix.
+pub fn load_case(text: &str, source: &Source, id: &str) -> Result<Suite, Vec<LoadError>> {
+    load_text_only(text, source, Some(id))
+}
+
+fn load_text_only(text: &str, source: &Source, only: Option<&str>) -> Result<Suite, Vec<LoadError>> {
     let path = source.path();
     let root = node::parse(text).map_err(|(message, loc)| {
         vec![LoadError { file: path.clone(), loc, message, help: Some("this is not valid YAML".into()) }]
     })?;
-    parse_suite(&root, source, &Arc::from(text)).map_err(|errs| errs.into_iter().map(|e| e.in_file(&path)).collect())
+    parse_suite(&root, source, &Arc::from(text), only)
+        .map_err(|errs| errs.into_iter().map(|e| e.in_file(&path)).collect())
 }
 
-fn parse_suite(root: &Node, source: &Source, text: &Arc<str>) -> Result<Suite, Vec<NodeError>> {
+fn parse_suite(root: &Node, source: &Source, text: &Arc<str>, only: Option<&str>) -> Result<Suite, Vec<NodeError>> {
     let one = |e: NodeError| vec![e];
     let entries = root.as_map().ok_or_else(|| {
         one(NodeError::at(root, format!("a suite file is a mapping, found {}", root.kind()))
@@ -77,8 +88,18 @@ fn parse_suite(root: &Node, source: &Source, text: &Arc<str>) -> Result<Suite, V
     let mut errors = Vec::new();
     let mut cases = Vec::new();
     let mut ids: HashSet<String> = HashSet::new();
+    let ctx = SuiteContext { name: &name, requires: &requires, timeout, fixtures, source: &source, text, only };
+    let only_name = only.map(|id| {
+        let rest = id.strip_prefix(&format!("{name}::")).unwrap_or(id);
+        rest.split('[').next().unwrap_or(rest).to_string()
+    });
     for case_node in case_nodes {
-        match parse_case(case_node, &name, &requires, timeout, fixtures, &source, text) {
+        if let Some(wanted) = &only_name
+            && case_node.get("name").and_then(Node::as_str) != Some(wanted.as_str())
+        {
+            continue;
+        }
+        match parse_case(case_node, &ctx) {
             Ok(expanded) => {
                 for case in expanded {
                     if !ids.insert(case.id.clone()) {
@@ -98,15 +119,21 @@ fn parse_suite(root: &Node, source: &Source, text: &Arc<str>) -> Result<Suite, V
     if errors.is_empty() { Ok(Suite { name, summary, source: (*source).clone(), cases }) } else { Err(errors) }
 }
 
-fn parse_case(
-    node: &Node,
-    suite: &str,
-    suite_requires: &[Requirement],
-    suite_timeout: Duration,
-    fixtures: Option<&Node>,
-    source: &Arc<Source>,
-    text: &Arc<str>,
-) -> NResult<Vec<Case>> {
+/// What every case of a suite shares.
+struct SuiteContext<'a> {
+    name: &'a str,
+    requires: &'a [Requirement],
+    timeout: Duration,
+    fixtures: Option<&'a Node>,
+    source: &'a Arc<Source>,
+    text: &'a Arc<str>,
+    /// Expand only this case id (a case process), or every case (None).
+    only: Option<&'a str>,
+}
+
+fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
+    let SuiteContext { name: suite, requires: suite_requires, timeout: suite_timeout, fixtures, source, text, only } =
+        *ctx;
     let entries = node.as_map().ok_or_else(|| {
         NodeError::at(node, format!("a case is a mapping, found {}", node.kind())).help("write `- name: ...`")
     })?;
@@ -148,6 +175,16 @@ fn parse_case(
     let mut cases = Vec::new();
     let mut used_anywhere: BTreeSet<String> = BTreeSet::new();
     for combo in matrix::combinations(&params) {
+        let params: Vec<(String, String)> = combo.iter().map(|(k, v)| (k.clone(), v.render_compact())).collect();
+        let id = if params.is_empty() {
+            format!("{suite}::{name}")
+        } else {
+            let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{suite}::{name}[{}]", p.join(","))
+        };
+        if only.is_some_and(|wanted| wanted != id) {
+            continue;
+        }
         let mut used = Vec::new();
         let mut requires: Vec<Requirement> = suite_requires.to_vec();
         if let Some(r) = node.get("requires") {
@@ -175,13 +212,6 @@ fn parse_case(
         used_anywhere.extend(used);
         requires.sort();
         requires.dedup();
-        let params: Vec<(String, String)> = combo.iter().map(|(k, v)| (k.clone(), v.render_compact())).collect();
-        let id = if params.is_empty() {
-            format!("{suite}::{name}")
-        } else {
-            let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            format!("{suite}::{name}[{}]", p.join(","))
-        };
         cases.push(Case {
             id,
             name: name.clone(),
@@ -197,7 +227,7 @@ fn parse_case(
             text: text.clone(),
         });
     }
-    for p in &params {
+    for p in params.iter().filter(|_| only.is_none()) {
         if !used_anywhere.contains(&p.name) {
             return Err(NodeError::at(&p.node, format!("matrix parameter `{}` is not used", p.name))
                 .help(format!("use it in a step as `${}`, or remove it", p.name)));
