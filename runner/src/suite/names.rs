@@ -250,7 +250,7 @@ fn parse_term(t: &str) -> Option<i128> {
 /// Renders a size the way suites write it, for messages: `4K`, `2M`, `0x1001`.
 pub fn render_size(v: u64) -> String {
     for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
-        if v != 0 && v % (1u64 << shift) == 0 {
+        if v != 0 && v.is_multiple_of(1u64 << shift) {
             return format!("{}{unit}", v >> shift);
         }
     }
