@@ -3,9 +3,11 @@
 
 mod gather;
 mod host;
+mod render;
 
 pub use gather::gather;
 pub use host::VirtKind;
+pub use render::render;
 
 use crate::kvm::uapi::vm_type_name;
 use crate::suite::Requirement;

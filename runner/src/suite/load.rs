@@ -5,7 +5,8 @@ use super::expect;
 use super::matrix;
 use super::model::{Case, DEFAULT_TIMEOUT, Source, Suite};
 use super::node::{self, Node, Value};
-use super::step::{self, STEP_KEYS, STEP_NAMES, Step};
+use super::parse_op::parse_op;
+use super::step::{STEP_KEYS, STEP_NAMES, Step};
 use super::{Requirement, embedded};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -299,7 +300,7 @@ fn parse_step(node: &Node) -> NResult<Step> {
         }
     };
     let op_name = op_key.as_str().unwrap_or_default();
-    let op = step::parse_op(op_name, op_key, args)?;
+    let op = parse_op(op_name, op_key, args)?;
     let expect = expect::parse(node.get("expect"), op.fields())?;
     let reference = node.get("ref").and_then(Node::as_str).map(str::to_string);
     Ok(Step { text: format!("{op_name} {}", args.render_compact()), op, expect, loc: op_key.loc, reference })

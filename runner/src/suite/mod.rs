@@ -10,6 +10,7 @@ pub mod matrix;
 pub mod model;
 pub mod names;
 pub mod node;
+pub mod parse_op;
 pub mod requirement;
 pub mod step;
 
