@@ -107,11 +107,11 @@ pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Dura
     let deadline = start + timeout;
     let mut step = None;
     let mut result = None;
-    let mut timed_out = None;
+    let mut timed_out = false;
     loop {
         let now = Instant::now();
         if now >= deadline {
-            timed_out = Some(stop(&mut child, pgid));
+            timed_out = true;
             break;
         }
         match rx.recv_timeout(deadline - now) {
@@ -124,11 +124,12 @@ pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Dura
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    // The case is over: whatever it left running in its group goes too.
-    let status = match timed_out {
-        Some(_) => reap(&mut child, pgid, Instant::now()),
-        None => reap(&mut child, pgid, Instant::now() + GRACE * 10),
-    };
+    // A case past its deadline gets SIGTERM and a grace period; one that reported gets a moment to
+    // exit. Then SIGKILL, and whatever it left running in its group goes too.
+    if timed_out {
+        let _ = killpg(pgid, Signal::SIGTERM);
+    }
+    let (status, killed) = reap(&mut child, pgid, Instant::now() + if timed_out { GRACE } else { GRACE * 10 });
     let _ = killpg(pgid, Signal::SIGKILL);
     let Some(status) = status else {
         // A process that survives SIGKILL is stuck inside the kernel: leave it (and the threads
@@ -145,9 +146,9 @@ pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Dura
         }
     }
     let ending = match (timed_out, result) {
-        (Some(stopped_by), _) => Ending::Timeout { step, stopped_by },
-        (None, Some(r)) => Ending::Reported(r),
-        (None, None) => match status.signal() {
+        (true, _) => Ending::Timeout { step, stopped_by: if killed { "SIGKILL" } else { "SIGTERM" } },
+        (false, Some(r)) => Ending::Reported(r),
+        (false, None) => match status.signal() {
             Some(sig) => Ending::Crashed {
                 signal: Signal::try_from(sig)
                     .map(|s| s.as_str().to_string())
@@ -160,31 +161,18 @@ pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Dura
     Supervised { ending, duration: start.elapsed(), output }
 }
 
-/// SIGTERM to the case's process group, a grace period, then SIGKILL. Says which one stopped it.
-fn stop(child: &mut std::process::Child, pgid: Pid) -> &'static str {
-    let _ = killpg(pgid, Signal::SIGTERM);
-    let until = Instant::now() + GRACE;
-    while Instant::now() < until {
-        if let Ok(Some(_)) = child.try_wait() {
-            return "SIGTERM";
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = killpg(pgid, Signal::SIGKILL);
-    "SIGKILL"
-}
-
-/// Waits for the child until `until`, then SIGKILLs its group and waits a little more.
-/// None if it will not die (stuck in an uninterruptible kernel wait).
-fn reap(child: &mut std::process::Child, pgid: Pid, until: Instant) -> Option<std::process::ExitStatus> {
+/// Waits for the child until `until`, then SIGKILLs its group and waits a little more. Returns
+/// its status (None if it will not die: stuck in an uninterruptible kernel wait) and whether it
+/// took SIGKILL.
+fn reap(child: &mut std::process::Child, pgid: Pid, until: Instant) -> (Option<std::process::ExitStatus>, bool) {
     let mut killed_at: Option<Instant> = None;
     // A case that reported is usually gone within a millisecond: poll fast, then back off.
     let mut pause = Duration::from_micros(100);
     loop {
         match child.try_wait() {
-            Ok(Some(st)) => return Some(st),
+            Ok(Some(st)) => return (Some(st), killed_at.is_some()),
             Ok(None) => {}
-            Err(_) => return None,
+            Err(_) => return (None, killed_at.is_some()),
         }
         let now = Instant::now();
         match killed_at {
@@ -192,7 +180,7 @@ fn reap(child: &mut std::process::Child, pgid: Pid, until: Instant) -> Option<st
                 let _ = killpg(pgid, Signal::SIGKILL);
                 killed_at = Some(now);
             }
-            Some(t) if now >= t + UNKILLABLE => return None,
+            Some(t) if now >= t + UNKILLABLE => return (None, true),
             _ => {}
         }
         std::thread::sleep(pause);
