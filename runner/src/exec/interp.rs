@@ -37,8 +37,7 @@ pub fn run_case(case: &Case, probe: &Probe, on_step: &mut dyn FnMut(usize)) -> C
                 };
             }
         };
-        let implied = if matches!(step.op, Op::Guest { .. }) { kvm::guest_implied() } else { Vec::new() };
-        if let Err(m) = judge(expected, &implied, &observed, step.op.fields()) {
+        if let Err(m) = judge(expected, &step.op.implied_fields(), &observed, step.op.fields()) {
             return CaseResult::Fail(StepFailure {
                 step: i + 1,
                 of: case.steps.len(),

@@ -107,8 +107,9 @@ pub fn render_actual(obs: &Observed, specs: &[FieldSpec]) -> String {
     s
 }
 
-/// Judges an observation. `implied` are fields the step always checks unless the expectation names
-/// them itself (a guest program must halt having finished, unless an `exit:` is expected).
+/// Judges an observation. `implied` are fields a successful step always checks unless the
+/// expectation names any of them itself (a guest program must finish and halt, unless the case
+/// states how it ends).
 pub fn judge(
     expected: &Outcome,
     implied: &[(&'static str, FieldVal)],
@@ -116,7 +117,8 @@ pub fn judge(
     specs: &[FieldSpec],
 ) -> Result<(), Mismatch> {
     let mut want = expected.clone();
-    if matches!(want.result, ResultExp::Ok) && !want.fields.iter().any(|(n, _)| *n == "exit") {
+    let names_implied = want.fields.iter().any(|(n, _)| implied.iter().any(|(m, _)| m == n));
+    if matches!(want.result, ResultExp::Ok) && !names_implied {
         want.fields.extend(implied.iter().cloned());
     }
     let result_ok = match (&want.result, &obs.result) {

@@ -193,8 +193,3 @@ pub fn guest(w: &mut World, vcpu_name: &str, program: &Program) -> Result<Observ
     }
     Ok(obs)
 }
-
-/// Fields a guest step always checks unless it expects a particular `exit`.
-pub fn guest_implied() -> Vec<(&'static str, FieldVal)> {
-    vec![("exit", FieldVal::Word("hlt".into())), ("completed", FieldVal::Bool(true))]
-}

@@ -96,32 +96,28 @@ impl World {
     pub fn vm(&self, name: &str) -> Result<&VmObj, CaseError> {
         match self.objects.get(name) {
             Some(Obj::Vm(v)) => Ok(v),
-            Some(o) => Err(CaseError(format!("`{name}` is {}, not a VM", o.kind()))),
-            None => Err(CaseError(format!("`{name}` does not exist (closed earlier?)"))),
+            other => Err(not_a(name, other, "a VM")),
         }
     }
 
     pub fn vm_mut(&mut self, name: &str) -> Result<&mut VmObj, CaseError> {
         match self.objects.get_mut(name) {
             Some(Obj::Vm(v)) => Ok(v),
-            Some(o) => Err(CaseError(format!("`{name}` is {}, not a VM", o.kind()))),
-            None => Err(CaseError(format!("`{name}` does not exist (closed earlier?)"))),
+            other => Err(not_a(name, other.map(|o| &*o), "a VM")),
         }
     }
 
     pub fn vcpu_mut(&mut self, name: &str) -> Result<&mut VcpuObj, CaseError> {
         match self.objects.get_mut(name) {
             Some(Obj::Vcpu(v)) => Ok(v),
-            Some(o) => Err(CaseError(format!("`{name}` is {}, not a vCPU", o.kind()))),
-            None => Err(CaseError(format!("`{name}` does not exist (closed earlier?)"))),
+            other => Err(not_a(name, other.map(|o| &*o), "a vCPU")),
         }
     }
 
     pub fn map(&self, name: &str) -> Result<&Mapping, CaseError> {
         match self.objects.get(name) {
             Some(Obj::Map(m)) => Ok(m),
-            Some(o) => Err(CaseError(format!("`{name}` is {}, not a mapping", o.kind()))),
-            None => Err(CaseError(format!("`{name}` does not exist (unmapped earlier?)"))),
+            other => Err(not_a(name, other, "a mapping")),
         }
     }
 
@@ -135,9 +131,17 @@ impl World {
                 Some(Obj::File(f)) => Ok(f.as_raw_fd()),
                 Some(Obj::Vm(v)) => Ok(v.vm.as_raw_fd()),
                 Some(o) => Err(CaseError(format!("`{n}` is {}, which has no fd to use here", o.kind()))),
-                None => Err(CaseError(format!("`{n}` does not exist (closed earlier?)"))),
+                None => Err(not_a(n, None, "an fd")),
             },
         }
+    }
+}
+
+/// Why `name` cannot be used as `wanted`: it is something else, or it is gone.
+fn not_a(name: &str, found: Option<&Obj>, wanted: &str) -> CaseError {
+    match found {
+        Some(o) => CaseError(format!("`{name}` is {}, not {wanted}", o.kind())),
+        None => CaseError(format!("`{name}` does not exist (closed or unmapped earlier?)")),
     }
 }
 

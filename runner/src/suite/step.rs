@@ -1,6 +1,6 @@
 //! The steps a case is made of: one operation each, with typed arguments.
 
-use super::expect::{FieldKind, FieldSpec};
+use super::expect::{FieldKind, FieldSpec, FieldVal};
 use super::names::*;
 use super::node::Loc;
 use crate::guest::Program;
@@ -385,6 +385,15 @@ impl Op {
             Op::MemRead { .. } => MEM_READ_FIELDS,
             Op::Guest { .. } => GUEST_FIELDS,
             _ => VALUE_FIELDS,
+        }
+    }
+
+    /// Fields that success of this step means, checked unless the expectation names one of them:
+    /// a guest program that succeeds ran to its end and halted.
+    pub fn implied_fields(&self) -> Vec<(&'static str, FieldVal)> {
+        match self {
+            Op::Guest { .. } => vec![("exit", FieldVal::Word("hlt".into())), ("completed", FieldVal::Bool(true))],
+            _ => Vec::new(),
         }
     }
 
