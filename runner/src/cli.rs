@@ -100,6 +100,10 @@ struct RunArgs {
     /// virtualization, 1 on hardware).
     #[arg(long, default_value_t = 1.0)]
     timeout_scale: f64,
+    /// Seed for every race step that does not fix its own (replays a reported schedule's random
+    /// choices: `--seed 0x5eed`).
+    #[arg(long)]
+    seed: Option<String>,
     /// Accepted for libtest compatibility (cargo nextest passes them); no effect.
     #[arg(long, hide = true)]
     nocapture: bool,
@@ -164,6 +168,14 @@ fn run(args: RunArgs) -> ExitCode {
     if !(args.timeout_scale > 0.0 && args.timeout_scale <= 100.0) {
         eprintln!("gmemconf: --timeout-scale must be in (0, 100], got {}", args.timeout_scale);
         return ExitCode::from(exit::USAGE);
+    }
+    if let Some(seed) = &args.seed {
+        if crate::exec::race::parse_seed(seed).is_none() {
+            eprintln!("gmemconf: --seed takes a number (decimal or 0x hex), got `{seed}`");
+            return ExitCode::from(exit::USAGE);
+        }
+        // SAFETY: no other thread runs yet; case processes inherit the seed from the environment.
+        unsafe { std::env::set_var(crate::exec::race::SEED_ENV, seed) };
     }
     if args.test_threads == Some(0) {
         eprintln!("gmemconf: --test-threads must be at least 1");

@@ -2,31 +2,83 @@
 
 use super::observe::{ObsResult, Observed, judge};
 use super::protocol::{CaseResult, StepFailure};
+use super::race::{Met, RaceFailure, run_race};
 use super::world::{CaseError, World};
-use super::{ops_file as file, ops_kvm as kvm, ops_mem as mem};
+use super::{ops_file as file, ops_kvm as kvm, ops_mem as mem, ops_race as race_ops};
 use crate::probe::Probe;
-use crate::suite::Case;
 use crate::suite::expect::ResultExp;
 use crate::suite::step::{Op, Step};
+use crate::suite::{Case, Requirement};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
+use std::sync::Arc;
 
-/// Runs every step of `case`; `on_step` hears of each step before it runs (1-based index).
-pub fn run_case(case: &Case, probe: &Probe, on_step: &mut dyn FnMut(usize)) -> CaseResult {
-    let mut world = match World::new() {
-        Ok(w) => w,
+/// Runs every step of `case`; `on_step` hears of each step before it runs (1-based index), and
+/// `on_note` of what a step has to say beyond its verdict (a race's interleavings).
+pub fn run_case(
+    case: &Case,
+    probe: &Probe,
+    on_step: &mut dyn FnMut(usize),
+    on_note: &mut dyn FnMut(String),
+) -> CaseResult {
+    let world = match World::new() {
+        Ok(w) => Arc::new(w),
         Err(e) => {
             return CaseResult::Error { step: None, message: e.to_string() };
         }
     };
-    let met = |r: &crate::suite::Requirement| probe.meets(r).is_ok();
+    let shared_probe = Arc::new(probe.clone());
+    let met: Arc<Met> = Arc::new(move |r: &Requirement| shared_probe.meets(r).is_ok());
     for (i, step) in case.steps.iter().enumerate() {
         on_step(i + 1);
-        let expected = step.expect.resolve(&met);
+        let failure = |expected: String, actual: String, call: String, location: String| {
+            CaseResult::Fail(StepFailure {
+                step: i + 1,
+                of: case.steps.len(),
+                op: step.op.name().to_string(),
+                location,
+                expected,
+                actual,
+                call,
+                contract: step.reference.clone().unwrap_or_else(|| case.reference.clone()),
+            })
+        };
+        if let Op::Race(race) = &step.op {
+            let report = run_race(&world, race, met.clone());
+            on_note(format!("race at {}: {}", location(case, step), report.summary));
+            match report.failure {
+                None => continue,
+                Some(RaceFailure::Step { thread, iteration, step: inner, mismatch, call }) => {
+                    let call = format!("thread `{thread}`, iteration {iteration}: {call} (seed {:#x})", report.seed);
+                    return failure(mismatch.expected, mismatch.actual, call, location(case, &inner));
+                }
+                Some(RaceFailure::Hang { thread, step: inner }) => {
+                    let actual = format!(
+                        "thread `{thread}` was still in its step ({}) {:.1} s after the race ended; kicked with SIGUSR1",
+                        inner.text,
+                        super::race::grace().as_secs_f64()
+                    );
+                    let call = format!("race (seed {:#x})", report.seed);
+                    return failure(
+                        "every thread stops within the grace period (a vCPU leaves KVM_RUN when asked)".into(),
+                        actual,
+                        call,
+                        location(case, &inner),
+                    );
+                }
+                Some(RaceFailure::Error { thread, message }) => {
+                    return CaseResult::Error {
+                        step: Some(i + 1),
+                        message: format!("{message} (thread `{thread}` of the race at {})", location(case, step)),
+                    };
+                }
+            }
+        }
+        let expected = step.expect.resolve(&*met);
         let observed = if matches!(expected.result, ResultExp::Signal(_)) {
-            perform_in_fork(&mut world, &step.op)
+            perform_in_fork(&world, &step.op)
         } else {
-            perform(&mut world, &step.op)
+            perform(&world, &step.op)
         };
         let observed = match observed {
             Ok(o) => o,
@@ -37,17 +89,10 @@ pub fn run_case(case: &Case, probe: &Probe, on_step: &mut dyn FnMut(usize)) -> C
                 };
             }
         };
-        if let Err(m) = judge(expected, &step.op.implied_fields(), &observed, step.op.fields()) {
-            return CaseResult::Fail(StepFailure {
-                step: i + 1,
-                of: case.steps.len(),
-                op: step.op.name().to_string(),
-                location: location(case, step),
-                expected: m.expected,
-                actual: m.actual,
-                call: observed.call,
-                contract: step.reference.clone().unwrap_or_else(|| case.reference.clone()),
-            });
+        if let Err(m) =
+            judge(expected, &step.op.implied_fields(), &step.op.invariant_fields(), &observed, step.op.fields())
+        {
+            return failure(m.expected, m.actual, observed.call, location(case, step));
         }
     }
     CaseResult::Pass
@@ -57,7 +102,7 @@ fn location(case: &Case, step: &Step) -> String {
     format!("{}:{}", case.source, step.loc)
 }
 
-pub fn perform(w: &mut World, op: &Op) -> Result<Observed, CaseError> {
+pub fn perform(w: &World, op: &Op) -> Result<Observed, CaseError> {
     match op {
         Op::Vm { name, vm_type } => Ok(kvm::vm(w, name, *vm_type)),
         Op::Vcpu { name, vm, id } => kvm::vcpu(w, name, vm, *id),
@@ -101,13 +146,21 @@ pub fn perform(w: &mut World, op: &Op) -> Result<Observed, CaseError> {
         Op::Madvise { map, offset, len, advice } => mem::madvise(w, map, *offset, *len, *advice),
         Op::MemWrite { map, offset, len, byte } => mem::mem_write(w, map, *offset, *len, *byte),
         Op::MemRead { map, offset, len } => mem::mem_read(w, map, *offset, *len),
+        Op::PunchCycle { gmem, pages } => race_ops::punch_cycle(w, gmem, pages),
+        Op::HostCheck { pages } => race_ops::host_check(w, pages),
+        Op::PunchVerify { gmem, pages } => race_ops::punch_verify(w, gmem, pages),
+        Op::Sleep { duration } => {
+            std::thread::sleep(*duration);
+            Ok(Observed::new(ObsResult::Ok(0), format!("sleep {} ms", duration.as_millis())))
+        }
+        Op::Race(_) => Err(CaseError("a race runs only as a step of its own, not inside another step".into())),
     }
 }
 
 /// Performs a step that is expected to die of a signal in a forked copy of this (single-threaded)
 /// case process, so that the signal ends only the copy. Writes through shared mappings remain;
 /// objects the step would make do not.
-fn perform_in_fork(w: &mut World, op: &Op) -> Result<Observed, CaseError> {
+fn perform_in_fork(w: &World, op: &Op) -> Result<Observed, CaseError> {
     // SAFETY: the case process is single-threaded here; the child only performs the step and
     // leaves with _exit, running no destructors and touching no lock another thread could hold.
     match unsafe { fork() } {

@@ -110,16 +110,24 @@ pub fn render_actual(obs: &Observed, specs: &[FieldSpec]) -> String {
 /// Judges an observation. `implied` are fields a successful step always checks unless the
 /// expectation names any of them itself (a guest program must finish and halt, unless the case
 /// states how it ends).
+/// `invariant` are fields checked whenever the step succeeds unless the expectation names that
+/// very field.
 pub fn judge(
     expected: &Outcome,
     implied: &[(&'static str, FieldVal)],
+    invariant: &[(&'static str, FieldVal)],
     obs: &Observed,
     specs: &[FieldSpec],
 ) -> Result<(), Mismatch> {
     let mut want = expected.clone();
     let names_implied = want.fields.iter().any(|(n, _)| implied.iter().any(|(m, _)| m == n));
-    if matches!(want.result, ResultExp::Ok) && !names_implied {
-        want.fields.extend(implied.iter().cloned());
+    if matches!(want.result, ResultExp::Ok) {
+        if !names_implied {
+            want.fields.extend(implied.iter().cloned());
+        }
+        let unnamed: Vec<_> =
+            invariant.iter().filter(|(m, _)| !want.fields.iter().any(|(n, _)| n == m)).cloned().collect();
+        want.fields.extend(unnamed);
     }
     let result_ok = match (&want.result, &obs.result) {
         (ResultExp::Ok, ObsResult::Ok(_)) => true,
@@ -127,7 +135,7 @@ pub fn judge(
         (ResultExp::Signal(s), ObsResult::Signal(got)) => s == got,
         _ => false,
     };
-    let fields_ok = want.fields.iter().all(|(name, v)| obs.fields.iter().any(|(n, got)| n == name && got == v));
+    let fields_ok = want.fields.iter().all(|(name, v)| obs.fields.iter().any(|(n, got)| n == name && v.accepts(got)));
     if result_ok && fields_ok {
         Ok(())
     } else {
@@ -146,7 +154,7 @@ mod tests {
     fn errno_mismatch_renders_both_sides() {
         let want = Outcome { result: ResultExp::Errno(vec![Errno::EINVAL]), fields: vec![] };
         let obs = Observed::new(ObsResult::Ok(0), "read");
-        let m = judge(&want, &[], &obs, SPECS).expect_err("success is not EINVAL");
+        let m = judge(&want, &[], &[], &obs, SPECS).expect_err("success is not EINVAL");
         assert_eq!(m.expected, "errno EINVAL");
         assert_eq!(m.actual, "success (returned 0)");
     }
@@ -155,9 +163,9 @@ mod tests {
     fn fields_must_all_match() {
         let want = Outcome { result: ResultExp::Ok, fields: vec![("size", FieldVal::Int(4096))] };
         let obs = Observed::new(ObsResult::Ok(0), "fstat").field("size", FieldVal::Int(8192));
-        let m = judge(&want, &[], &obs, SPECS).expect_err("sizes differ");
+        let m = judge(&want, &[], &[], &obs, SPECS).expect_err("sizes differ");
         assert_eq!(m.actual, "success (returned 0) with size: 0x2000");
         let obs = Observed::new(ObsResult::Ok(0), "fstat").field("size", FieldVal::Int(4096));
-        assert!(judge(&want, &[], &obs, SPECS).is_ok());
+        assert!(judge(&want, &[], &[], &obs, SPECS).is_ok());
     }
 }

@@ -15,6 +15,8 @@ pub struct GuestReport {
     pub mismatch: Option<(u64, u8)>,
     /// The exit that ended the run: `Hlt` for a program that finished.
     pub last_exit: GuestExit,
+    /// A board program found a page that breaks the race board's rules (details on the board).
+    pub violation: bool,
 }
 
 #[derive(Debug)]
@@ -35,7 +37,8 @@ impl std::fmt::Display for RunError {
 /// Exits a program may take before it is cut off: every program is straight-line or bounded.
 const MAX_EXITS: usize = 100_000;
 
-/// Copies the program into the code page (`code_host` is the host view of `code_gpa`) and runs it.
+/// Copies the program into the code page (`code_host` is the host view of `code_gpa`) and runs it
+/// on the vCPU whose id is `vcpu_id`.
 ///
 /// # Safety
 /// `code_host` must point to at least 4 KiB of writable memory that backs `code_gpa` for this vCPU.
@@ -43,22 +46,25 @@ pub unsafe fn run_program(
     vcpu: &mut Vcpu,
     code_host: *mut u8,
     code_gpa: u64,
+    vcpu_id: u64,
     program: &Program,
 ) -> Result<GuestReport, RunError> {
-    let code = program.assemble(code_gpa).map_err(RunError::Assemble)?;
+    let code = program.assemble(code_gpa, vcpu_id).map_err(RunError::Assemble)?;
     if code.len() > 4096 {
         return Err(RunError::Assemble(format!("{} bytes do not fit the code page", code.len())));
     }
     // SAFETY: the caller guarantees 4 KiB of writable memory at `code_host`.
     unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), code_host, code.len()) };
     vcpu.enter_flat32(code_gpa).map_err(RunError::Kvm)?;
-    let mut report = GuestReport { values: Vec::new(), done: false, mismatch: None, last_exit: GuestExit::Hlt };
+    let mut report =
+        GuestReport { values: Vec::new(), done: false, mismatch: None, last_exit: GuestExit::Hlt, violation: false };
     let mut mismatch_gpa = None;
     for _ in 0..MAX_EXITS {
         let exit = vcpu.run_once();
         match exit {
             GuestExit::IoOut { port: PORT_VALUE, value } => report.values.push(value),
             GuestExit::IoOut { port: PORT_DONE, .. } => report.done = true,
+            GuestExit::IoOut { port: PORT_VIOLATION, .. } => report.violation = true,
             GuestExit::IoOut { port: PORT_MISMATCH_GPA, value } => mismatch_gpa = Some(value),
             GuestExit::IoOut { port: PORT_MISMATCH_BYTE, value } => {
                 report.mismatch = Some((mismatch_gpa.unwrap_or(0), value as u8));

@@ -52,6 +52,15 @@ pub fn summary(counts: &Counts, events: &[CaseEvent], fingerprint: &str, seconds
             }
         }
     }
+    let raced: Vec<&&CaseEvent> = sorted.iter().filter(|e| !e.notes.is_empty()).collect();
+    if !raced.is_empty() {
+        let _ = writeln!(s, "RACES (interleavings achieved; `--seed` replays a schedule):");
+        for e in raced {
+            for note in &e.notes {
+                let _ = writeln!(s, "  {} [{}]\n      {note}", e.id, e.outcome.label());
+            }
+        }
+    }
     let mut skips: BTreeMap<&str, usize> = BTreeMap::new();
     for e in sorted.iter().filter(|e| e.outcome == Outcome::Skip) {
         *skips.entry(e.reason.as_deref().unwrap_or("no reason")).or_default() += 1;

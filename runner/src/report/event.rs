@@ -75,6 +75,9 @@ pub struct CaseEvent {
     /// Kernel log lines of level warning or worse that appeared while the case ran.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kernel_log: Vec<String>,
+    /// What the steps said beyond their verdicts: the interleavings a race achieved, its seed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub rerun: String,
 }
 

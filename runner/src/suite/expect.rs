@@ -31,9 +31,24 @@ pub enum FieldVal {
     Int(i128),
     Bool(bool),
     Word(String),
+    /// Observed: several distinct values at once (the bytes of a range that differ).
+    Set(Vec<i128>),
+    /// Expected: any one of these (for a Set: every member is one of these).
+    AnyOf(Vec<FieldVal>),
 }
 
 impl FieldVal {
+    /// Whether an observed value meets this expected one.
+    pub fn accepts(&self, got: &FieldVal) -> bool {
+        match (self, got) {
+            (FieldVal::AnyOf(options), FieldVal::Set(members)) => {
+                members.iter().all(|m| options.iter().any(|o| o.accepts(&FieldVal::Int(*m))))
+            }
+            (FieldVal::AnyOf(options), got) => options.iter().any(|o| o.accepts(got)),
+            (want, got) => want == got,
+        }
+    }
+
     pub fn render(&self, kind: Option<FieldKind>) -> String {
         match (self, kind) {
             (FieldVal::Int(v), Some(FieldKind::Flags(t))) => match u64::try_from(*v) {
@@ -46,6 +61,13 @@ impl FieldVal {
             (FieldVal::Int(v), _) => v.to_string(),
             (FieldVal::Bool(b), _) => b.to_string(),
             (FieldVal::Word(w), _) => w.clone(),
+            (FieldVal::Set(members), kind) => format!(
+                "mixed ({})",
+                members.iter().map(|m| FieldVal::Int(*m).render(kind)).collect::<Vec<_>>().join(", ")
+            ),
+            (FieldVal::AnyOf(options), kind) => {
+                format!("one of [{}]", options.iter().map(|o| o.render(kind)).collect::<Vec<_>>().join(", "))
+            }
         }
     }
 }
@@ -164,6 +186,14 @@ pub fn parse(node: Option<&Node>, fields: &[FieldSpec]) -> NResult<Expect> {
 }
 
 fn parse_field(node: &Node, spec: &FieldSpec) -> NResult<FieldVal> {
+    // A list is a set of acceptable values, except for flags, where a list is a mask.
+    if let (Value::Seq(items), false) = (&node.value, matches!(spec.kind, FieldKind::Flags(_))) {
+        if items.is_empty() {
+            return Err(NodeError::at(node, format!("`{}: []` accepts nothing", spec.name))
+                .help("list at least one acceptable value"));
+        }
+        return items.iter().map(|i| parse_field(i, spec)).collect::<NResult<Vec<_>>>().map(FieldVal::AnyOf);
+    }
     match spec.kind {
         FieldKind::Int | FieldKind::Byte | FieldKind::Mode => names::parse_i128(node).map(FieldVal::Int),
         FieldKind::Flags(t) => t.parse(node).map(|v| FieldVal::Int(v.into())),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const SUITE_KEYS: &[&str] = &["suite", "summary", "requires", "timeout", "fixtures", "cases"];
-const CASE_KEYS: &[&str] = &["name", "ref", "summary", "requires", "matrix", "timeout", "ignore", "steps"];
+const CASE_KEYS: &[&str] = &["name", "ref", "summary", "requires", "matrix", "timeout", "ignore", "serial", "steps"];
 /// Objects every case has without making them.
 const BUILTIN_OBJECTS: &[&str] = &["kvm"];
 
@@ -162,6 +162,14 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
                 .ok_or_else(|| NodeError::at(n, "`ignore` is the reason the case runs only with --ignored"))?,
         ),
     };
+    let serial = match node.get("serial") {
+        None => false,
+        Some(Node { value: Value::Bool(b), .. }) => *b,
+        Some(n) => {
+            return Err(NodeError::at(n, "`serial` is true or false")
+                .help("`serial: true` runs the case with no other case at the same time"));
+        }
+    };
     let steps_node = node.get("steps").ok_or_else(|| {
         NodeError::at(node, format!("case `{name}` has no `steps`")).help("add `steps:` with at least one step")
     })?;
@@ -222,6 +230,7 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
             requires,
             timeout,
             ignore: ignore.clone(),
+            serial,
             steps,
             loc: node.loc,
             source: source.clone(),
@@ -270,7 +279,7 @@ fn expand_fixtures(steps: &Node, fixtures: Option<&Node>, depth: usize) -> NResu
     Ok(out)
 }
 
-fn parse_step(node: &Node) -> NResult<Step> {
+pub(super) fn parse_step(node: &Node) -> NResult<Step> {
     let entries = node.as_map().ok_or_else(|| {
         NodeError::at(node, format!("a step is a mapping with one operation, found {}", node.kind()))
             .help("write e.g. `- gmem: { as: g, size: 4K }`")

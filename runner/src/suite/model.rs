@@ -70,6 +70,9 @@ pub struct Case {
     pub timeout: Duration,
     /// Not run unless asked (`--ignored`), with the reason: slow or disruptive cases.
     pub ignore: Option<String>,
+    /// Runs with no other case at the same time (races: the CPUs are theirs, and a kernel warning
+    /// during it is theirs alone).
+    pub serial: bool,
     pub steps: Vec<Step>,
     pub loc: Loc,
     pub source: Arc<Source>,

@@ -40,7 +40,41 @@ pub enum SpliceDir {
     In,
 }
 
+/// How many times a race thread runs its steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    Times(u64),
+    /// Until every counted thread has finished (or the race's duration is up).
+    WhileOthersRun,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaceThread {
+    pub name: String,
+    pub repeat: Repeat,
+    pub steps: Vec<Step>,
+}
+
+/// Threads of steps run at once, bounded by repeats and a duration (see exec::race).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Race {
+    pub threads: Vec<RaceThread>,
+    pub duration: std::time::Duration,
+    /// Fixes the threads' random choices (pages, pauses); random and printed when not given.
+    pub seed: Option<u64>,
+}
+
+/// Tracked pages `first..first+pages` of the race board (see exec::board): page `first + i` is at
+/// offset `offset + i * 4K` of the mapping, which maps the guest_memfd from its start.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    pub map: String,
+    pub offset: u64,
+    pub first: u64,
+    pub pages: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     Vm {
         name: String,
@@ -221,6 +255,26 @@ pub enum Op {
         vcpu: String,
         program: Program,
     },
+    Race(Box<Race>),
+    /// Wait (in a race thread: let the others get going first).
+    Sleep {
+        duration: std::time::Duration,
+    },
+    /// Punch a random tracked page, write its next generation through the mapping, publish it.
+    PunchCycle {
+        gmem: FdRef,
+        pages: Tracked,
+    },
+    /// Read a random tracked page through the mapping and judge it against the board.
+    HostCheck {
+        pages: Tracked,
+    },
+    /// Punch a random tracked page that a guest `write_loop` writes, and check through the mapping
+    /// that every guest write begun after the previous punch of it landed in the file.
+    PunchVerify {
+        gmem: FdRef,
+        pages: Tracked,
+    },
 }
 
 /// Every step name, for "unknown step" help.
@@ -262,6 +316,11 @@ pub const STEP_NAMES: &[&str] = &[
     "mem_write",
     "mem_read",
     "guest",
+    "race",
+    "sleep",
+    "punch_cycle",
+    "host_check",
+    "punch_verify",
 ];
 
 /// Keys a step may carry beside its operation.
@@ -308,6 +367,11 @@ impl Op {
             Op::MemWrite { .. } => "mem_write",
             Op::MemRead { .. } => "mem_read",
             Op::Guest { .. } => "guest",
+            Op::Race(_) => "race",
+            Op::Sleep { .. } => "sleep",
+            Op::PunchCycle { .. } => "punch_cycle",
+            Op::HostCheck { .. } => "host_check",
+            Op::PunchVerify { .. } => "punch_verify",
         }
     }
 
@@ -373,6 +437,11 @@ impl Op {
             | Op::MemWrite { map, .. }
             | Op::MemRead { map, .. } => vec![map],
             Op::Guest { vcpu, .. } => vec![vcpu],
+            Op::Race(race) => race.threads.iter().flat_map(|t| t.steps.iter().flat_map(|s| s.op.uses())).collect(),
+            Op::PunchCycle { gmem, pages } | Op::PunchVerify { gmem, pages } => {
+                fd(gmem).into_iter().chain([pages.map.as_str()]).collect()
+            }
+            Op::HostCheck { pages } => vec![&pages.map],
             _ => Vec::new(),
         }
     }
@@ -384,6 +453,7 @@ impl Op {
             Op::GetSeals { .. } => SEALS_FIELDS,
             Op::MemRead { .. } => MEM_READ_FIELDS,
             Op::Guest { .. } => GUEST_FIELDS,
+            Op::PunchCycle { .. } | Op::HostCheck { .. } | Op::PunchVerify { .. } => BOARD_FIELDS,
             _ => VALUE_FIELDS,
         }
     }
@@ -393,6 +463,17 @@ impl Op {
     pub fn implied_fields(&self) -> Vec<(&'static str, FieldVal)> {
         match self {
             Op::Guest { .. } => vec![("exit", FieldVal::Word("hlt".into())), ("completed", FieldVal::Bool(true))],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Fields checked whenever this step succeeds, unless the expectation names that very field:
+    /// a race board program that found a wrong page has failed, however it exited.
+    pub fn invariant_fields(&self) -> Vec<(&'static str, FieldVal)> {
+        match self {
+            Op::Guest { .. } | Op::PunchCycle { .. } | Op::HostCheck { .. } | Op::PunchVerify { .. } => {
+                vec![("violation", FieldVal::Word("none".into()))]
+            }
             _ => Vec::new(),
         }
     }
@@ -407,6 +488,12 @@ impl Op {
                 .iter()
                 .filter(|(_, bit)| flags & bit != 0)
                 .map(|(_, bit)| Requirement::GmemFlags(*bit))
+                .collect(),
+            Op::Race(race) => race
+                .threads
+                .iter()
+                .flat_map(|t| t.steps.iter().filter(|s| s.expect.is_unconditional_ok()))
+                .flat_map(|s| s.op.implied_requirements())
                 .collect(),
             _ => Vec::new(),
         }
@@ -426,6 +513,7 @@ static FSTAT_FIELDS: &[FieldSpec] = &[
 ];
 static SEALS_FIELDS: &[FieldSpec] =
     &[FieldSpec { name: "value", kind: FieldKind::Int }, FieldSpec { name: "seals", kind: FieldKind::Flags(&SEALS) }];
+static BOARD_FIELDS: &[FieldSpec] = &[FieldSpec { name: "violation", kind: FieldKind::Word(&["none", "found"]) }];
 static MEM_READ_FIELDS: &[FieldSpec] = &[FieldSpec { name: "bytes", kind: FieldKind::Byte }];
 static GUEST_FIELDS: &[FieldSpec] = &[
     FieldSpec { name: "exit", kind: FieldKind::Word(crate::kvm::vcpu::EXIT_WORDS) },
@@ -435,6 +523,7 @@ static GUEST_FIELDS: &[FieldSpec] = &[
     FieldSpec { name: "size", kind: FieldKind::Int },
     FieldSpec { name: "flags", kind: FieldKind::Flags(&MEMORY_FAULT_FLAGS) },
     FieldSpec { name: "port", kind: FieldKind::Int },
+    FieldSpec { name: "violation", kind: FieldKind::Word(&["none", "found"]) },
 ];
 
 pub const FILE_TYPES: &[&str] = &["regular", "directory", "char", "block", "fifo", "socket", "symlink"];
