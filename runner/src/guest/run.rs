@@ -70,11 +70,15 @@ pub unsafe fn run_program(
                 report.mismatch = Some((mismatch_gpa.unwrap_or(0), value as u8));
             }
             other => {
+                if matches!(other, GuestExit::Mmio { .. } | GuestExit::IoIn { .. } | GuestExit::IoOut { .. }) {
+                    vcpu.complete_pending_io();
+                }
                 report.last_exit = other;
                 return Ok(report);
             }
         }
     }
+    vcpu.complete_pending_io();
     report.last_exit = GuestExit::Other(format!("more than {MAX_EXITS} port exits"));
     Ok(report)
 }

@@ -105,6 +105,16 @@ impl Vcpu {
         super::ioctl::ioctl_ptr(self.fd.as_raw_fd(), super::uapi::KVM_PRE_FAULT_MEMORY, range).map(drop)
     }
 
+    /// Completes an MMIO or port-IO exit the caller will not resume (it is about to set new
+    /// registers): KVM_RUN with immediate_exit set finishes the pending access and returns at once,
+    /// without entering the guest. api.rst KVM_RUN: guest state is consistent only after
+    /// userspace has re-entered KVM_RUN following such an exit.
+    pub fn complete_pending_io(&mut self) {
+        self.fd.set_kvm_immediate_exit(1);
+        let _ = self.fd.run();
+        self.fd.set_kvm_immediate_exit(0);
+    }
+
     /// One KVM_RUN.
     pub fn run_once(&mut self) -> GuestExit {
         match self.fd.run() {
