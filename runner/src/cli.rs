@@ -36,6 +36,18 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// Measure gmemconf's own cost against direct loops making the same calls, and each suite's
+    /// wall time (needs an mmap-able guest_memfd on this host).
+    Bench {
+        /// VM cycles for the interpreter comparison.
+        #[arg(long, default_value_t = 200)]
+        iterations: u32,
+        /// How long each side of the race comparison runs, in seconds.
+        #[arg(long, default_value_t = 3.0)]
+        race_seconds: f64,
+        /// Suites to time (default: the built-in suites).
+        suites: Vec<PathBuf>,
+    },
     /// Internal: run one case in this process and report on fd 3.
     #[command(name = "__case", hide = true)]
     Case {
@@ -132,6 +144,7 @@ pub fn main() -> ExitCode {
         Cmd::List(args) => list(args),
         Cmd::Validate { files } => validate(&files),
         Cmd::Probe { format } => probe_cmd(format),
+        Cmd::Bench { iterations, race_seconds, suites } => bench(iterations, race_seconds, suites),
         Cmd::Case { suite, id, text_on_stdin } => {
             ExitCode::from(crate::exec::child::case_main(&suite, &id, text_on_stdin) as u8)
         }
@@ -361,6 +374,38 @@ fn validate(files: &[PathBuf]) -> ExitCode {
         selection.baselines.len()
     );
     ExitCode::from(exit::OK)
+}
+
+fn bench(iterations: u32, race_seconds: f64, suites: Vec<PathBuf>) -> ExitCode {
+    if iterations == 0 || !(0.1..=600.0).contains(&race_seconds) {
+        eprintln!("gmemconf: bench needs --iterations of at least 1 and --race-seconds in [0.1, 600]");
+        return ExitCode::from(exit::USAGE);
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("gmemconf: cannot find its own executable: {e}");
+            return ExitCode::from(exit::TARGET_BROKEN);
+        }
+    };
+    let probe = probe::gather();
+    let b = crate::bench::Bench {
+        iterations,
+        race_duration: std::time::Duration::from_secs_f64(race_seconds),
+        suites,
+        exe,
+    };
+    match crate::bench::run_all(&b, &probe) {
+        Ok(true) => ExitCode::from(exit::OK),
+        Ok(false) => {
+            eprintln!("gmemconf: a benchmark missed its target");
+            ExitCode::from(exit::CASE_FAILED)
+        }
+        Err(why) => {
+            eprintln!("gmemconf: bench cannot run here: {why}");
+            ExitCode::from(exit::TARGET_BROKEN)
+        }
+    }
 }
 
 fn probe_cmd(format: Format) -> ExitCode {

@@ -90,7 +90,7 @@ pub fn run_case(
             }
         };
         if let Err(m) =
-            judge(expected, &step.op.implied_fields(), &step.op.invariant_fields(), &observed, step.op.fields())
+            judge(expected, step.op.implied_fields(), step.op.invariant_fields(), &observed, step.op.fields())
         {
             return failure(m.expected, m.actual, observed.call, location(case, step));
         }

@@ -111,7 +111,7 @@ pub fn render_actual(obs: &Observed, specs: &[FieldSpec]) -> String {
 /// expectation names any of them itself (a guest program must finish and halt, unless the case
 /// states how it ends).
 /// `invariant` are fields checked whenever the step succeeds unless the expectation names that
-/// very field.
+/// very field. Builds nothing unless the observation fails (races judge millions of steps).
 pub fn judge(
     expected: &Outcome,
     implied: &[(&'static str, FieldVal)],
@@ -119,28 +119,29 @@ pub fn judge(
     obs: &Observed,
     specs: &[FieldSpec],
 ) -> Result<(), Mismatch> {
-    let mut want = expected.clone();
-    let names_implied = want.fields.iter().any(|(n, _)| implied.iter().any(|(m, _)| m == n));
-    if matches!(want.result, ResultExp::Ok) {
-        if !names_implied {
-            want.fields.extend(implied.iter().cloned());
-        }
-        let unnamed: Vec<_> =
-            invariant.iter().filter(|(m, _)| !want.fields.iter().any(|(n, _)| n == m)).cloned().collect();
-        want.fields.extend(unnamed);
-    }
-    let result_ok = match (&want.result, &obs.result) {
+    let named = |name: &str| expected.fields.iter().any(|(n, _)| *n == name);
+    let wants_ok = matches!(expected.result, ResultExp::Ok);
+    let implied_apply = wants_ok && !implied.iter().any(|(m, _)| named(m));
+    let extra = implied.iter().filter(|_| implied_apply).chain(invariant.iter().filter(|(m, _)| wants_ok && !named(m)));
+    let mut want = expected.fields.iter().chain(extra);
+    let result_ok = match (&expected.result, &obs.result) {
         (ResultExp::Ok, ObsResult::Ok(_)) => true,
         (ResultExp::Errno(list), ObsResult::Errno(e)) => list.contains(e),
         (ResultExp::Signal(s), ObsResult::Signal(got)) => s == got,
         _ => false,
     };
-    let fields_ok = want.fields.iter().all(|(name, v)| obs.fields.iter().any(|(n, got)| n == name && v.accepts(got)));
-    if result_ok && fields_ok {
-        Ok(())
-    } else {
-        Err(Mismatch { expected: render_expected(&want, specs), actual: render_actual(obs, specs) })
+    if result_ok && want.all(|(name, v)| obs.fields.iter().any(|(n, got)| n == name && v.accepts(got))) {
+        return Ok(());
     }
+    let mut full = expected.clone();
+    full.fields.extend(
+        implied
+            .iter()
+            .filter(|_| implied_apply)
+            .chain(invariant.iter().filter(|(m, _)| wants_ok && !named(m)))
+            .cloned(),
+    );
+    Err(Mismatch { expected: render_expected(&full, specs), actual: render_actual(obs, specs) })
 }
 
 #[cfg(test)]

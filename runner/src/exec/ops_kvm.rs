@@ -16,15 +16,14 @@ pub fn vm(w: &World, name: &str, vm_type: u64) -> Observed {
     let call = format!("KVM_CREATE_VM {{ type: {} }}", uapi::vm_type_name(vm_type));
     match w.kvm.create_vm_raw(vm_type) {
         Ok(vm) => {
-            w.insert(name, Obj::Vm(Arc::new(VmObj { vm, code: OnceLock::new() })));
+            w.insert(name, Obj::Vm(Arc::new(VmObj { vm, code: OnceLock::new(), board_slot: OnceLock::new() })));
             Observed::new(ObsResult::Ok(0), call)
         }
         Err(e) => Observed::new(ObsResult::Errno(e), call),
     }
 }
 
-/// Creates a vCPU; the first vCPU of a VM also gets the code memslot its guest programs run from
-/// and the race board's memslot.
+/// Creates a vCPU; the first vCPU of a VM also gets the code memslot its guest programs run from.
 pub fn vcpu(w: &World, name: &str, vm_name: &str, id: u64) -> Result<Observed, CaseError> {
     let vm = w.vm(vm_name)?;
     let call = format!("KVM_CREATE_VCPU {{ id: {id} }}");
@@ -35,43 +34,59 @@ pub fn vcpu(w: &World, name: &str, vm_name: &str, id: u64) -> Result<Observed, C
     let code = match vm.code.get() {
         Some(c) => c.clone(),
         None => {
-            let c = Arc::new(add_runtime_slots(w, &vm)?);
+            let c = Arc::new(add_code_slot(&vm)?);
             let _ = vm.code.set(c.clone());
             c
         }
     };
-    w.insert(name, Obj::Vcpu(Arc::new(VcpuObj { vcpu: Mutex::new(Vcpu::new(fd)), code, id })));
+    let vcpu = VcpuObj { vcpu: Mutex::new(Vcpu::new(fd)), code, id, vm: Arc::downgrade(&vm) };
+    w.insert(name, Obj::Vcpu(Arc::new(vcpu)));
     Ok(Observed::new(ObsResult::Ok(0), call))
 }
 
-/// The memslots gmemconf itself needs in a VM that runs guests: code at CODE_GPA in the last slot,
-/// the race board at BOARD_GPA in the one before.
-fn add_runtime_slots(w: &World, vm: &VmObj) -> Result<CodeRegion, CaseError> {
-    let map =
-        Mapping::map(CODE_SIZE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
-            .map_err(|e| CaseError(format!("cannot map the guest code pages: {e}")))?;
+/// The slot numbers gmemconf keeps for itself: the last for guest code, the one before it for the
+/// race board.
+fn runtime_slot(vm: &VmObj, from_last: u32) -> u32 {
     let last = match vm.vm.check_extension(uapi::KVM_CAP_NR_MEMSLOTS) {
         Ok(n) if n > 2 => (n - 1) as u32,
         _ => 31,
     };
-    let board = w.board()?;
-    for (slot, gpa, size, addr, what) in [
-        (last, CODE_GPA, CODE_SIZE, map.addr(), "guest code"),
-        (last - 1, BOARD_GPA, BOARD_SIZE, board.host_addr(), "race board"),
-    ] {
-        let region = MemoryRegion2 {
-            slot,
-            guest_phys_addr: gpa,
-            memory_size: size as u64,
-            userspace_addr: addr,
-            ..Default::default()
-        };
-        // SAFETY: the code mapping lives in an Arc held by the VM and each vCPU object, the board in
-        // the World; both outlive every guest run of the case.
-        unsafe { vm.vm.set_memory_region2_raw(&region) }
-            .map_err(|e| CaseError(format!("cannot add the {what} memslot {slot} at {gpa:#x}: {e}")))?;
-    }
+    last - from_last
+}
+
+fn add_slot(vm: &VmObj, slot: u32, gpa: u64, size: usize, addr: u64, what: &str) -> Result<(), String> {
+    let region = MemoryRegion2 {
+        slot,
+        guest_phys_addr: gpa,
+        memory_size: size as u64,
+        userspace_addr: addr,
+        ..Default::default()
+    };
+    // SAFETY: the code mapping lives in an Arc held by the VM and each vCPU object, the board in the
+    // World; both outlive every guest run of the case.
+    unsafe { vm.vm.set_memory_region2_raw(&region) }
+        .map_err(|e| format!("cannot add the {what} memslot {slot} at {gpa:#x}: {e}"))
+}
+
+fn add_code_slot(vm: &VmObj) -> Result<CodeRegion, CaseError> {
+    let map =
+        Mapping::map(CODE_SIZE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            .map_err(|e| CaseError(format!("cannot map the guest code pages: {e}")))?;
+    add_slot(vm, runtime_slot(vm, 0), CODE_GPA, CODE_SIZE, map.addr(), "guest code").map_err(CaseError)?;
     Ok(CodeRegion { map, gpa: CODE_GPA })
+}
+
+/// Maps the race board into the vCPU's VM, once per VM.
+fn ensure_board_slot(w: &World, vcpu: &VcpuObj) -> Result<Arc<Board>, CaseError> {
+    let board = w.board()?;
+    let vm = vcpu.vm.upgrade().ok_or_else(|| {
+        CaseError("a board program needs its VM's fd open (to map the race board) the first time it runs".into())
+    })?;
+    vm.board_slot
+        .get_or_init(|| add_slot(&vm, runtime_slot(&vm, 1), BOARD_GPA, BOARD_SIZE, board.host_addr(), "race board"))
+        .clone()
+        .map_err(CaseError)?;
+    Ok(board)
 }
 
 pub fn check_extension(w: &World, on: &str, cap: u32) -> Result<Observed, CaseError> {
@@ -173,7 +188,7 @@ pub fn memslot(
 pub fn guest(w: &World, vcpu_name: &str, program: &Program) -> Result<Observed, CaseError> {
     let obj = w.vcpu(vcpu_name)?;
     let call = format!("KVM_RUN of guest program {program:?}");
-    let board = w.board_if_made();
+    let board = if program.uses_board() { Some(ensure_board_slot(w, &obj)?) } else { w.board_if_made() };
     if program.uses_board()
         && let Some(b) = &board
     {

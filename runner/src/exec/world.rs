@@ -66,6 +66,8 @@ pub struct VmObj {
     pub vm: Vm,
     /// Made with the VM's first vCPU.
     pub code: OnceLock<Arc<CodeRegion>>,
+    /// The race board's memslot, added when a guest first runs a board program.
+    pub board_slot: OnceLock<Result<(), String>>,
 }
 
 pub struct VcpuObj {
@@ -73,6 +75,8 @@ pub struct VcpuObj {
     pub vcpu: Mutex<Vcpu>,
     pub code: Arc<CodeRegion>,
     pub id: u64,
+    /// Not an owner: closing the VM's fd must close it, whatever vCPUs remain.
+    pub vm: std::sync::Weak<VmObj>,
 }
 
 impl VcpuObj {

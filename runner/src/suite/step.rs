@@ -4,6 +4,7 @@ use super::expect::{FieldKind, FieldSpec, FieldVal};
 use super::names::*;
 use super::node::Loc;
 use crate::guest::Program;
+use std::sync::LazyLock;
 
 /// A file descriptor named by a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -460,21 +461,23 @@ impl Op {
 
     /// Fields that success of this step means, checked unless the expectation names one of them:
     /// a guest program that succeeds ran to its end and halted.
-    pub fn implied_fields(&self) -> Vec<(&'static str, FieldVal)> {
+    pub fn implied_fields(&self) -> &'static [(&'static str, FieldVal)] {
+        static GUEST: LazyLock<Vec<(&'static str, FieldVal)>> =
+            LazyLock::new(|| vec![("exit", FieldVal::Word("hlt".into())), ("completed", FieldVal::Bool(true))]);
         match self {
-            Op::Guest { .. } => vec![("exit", FieldVal::Word("hlt".into())), ("completed", FieldVal::Bool(true))],
-            _ => Vec::new(),
+            Op::Guest { .. } => &GUEST,
+            _ => &[],
         }
     }
 
     /// Fields checked whenever this step succeeds, unless the expectation names that very field:
     /// a race board program that found a wrong page has failed, however it exited.
-    pub fn invariant_fields(&self) -> Vec<(&'static str, FieldVal)> {
+    pub fn invariant_fields(&self) -> &'static [(&'static str, FieldVal)] {
+        static NO_VIOLATION: LazyLock<Vec<(&'static str, FieldVal)>> =
+            LazyLock::new(|| vec![("violation", FieldVal::Word("none".into()))]);
         match self {
-            Op::Guest { .. } | Op::PunchCycle { .. } | Op::HostCheck { .. } | Op::PunchVerify { .. } => {
-                vec![("violation", FieldVal::Word("none".into()))]
-            }
-            _ => Vec::new(),
+            Op::Guest { .. } | Op::PunchCycle { .. } | Op::HostCheck { .. } | Op::PunchVerify { .. } => &NO_VIOLATION,
+            _ => &[],
         }
     }
 
