@@ -92,7 +92,7 @@ pub fn run_case(
         if let Err(m) =
             judge(expected, step.op.implied_fields(), step.op.invariant_fields(), &observed, step.op.fields())
         {
-            return failure(m.expected, m.actual, observed.call, location(case, step));
+            return failure(m.expected, m.actual, observed.call.into_owned(), location(case, step));
         }
     }
     CaseResult::Pass

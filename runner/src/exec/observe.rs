@@ -3,6 +3,7 @@
 use crate::suite::expect::{FieldSpec, FieldVal, Outcome, ResultExp};
 use crate::suite::names::errno_name;
 use nix::errno::Errno;
+use std::borrow::Cow;
 use nix::sys::signal::Signal;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -19,18 +20,19 @@ pub struct Observed {
     pub result: ObsResult,
     pub fields: Vec<(&'static str, FieldVal)>,
     /// The call as made, with its arguments: `KVM_SET_USER_MEMORY_REGION2 { slot: 1, ... }`.
-    pub call: String,
+    /// (A hot race step may name itself only, and give the arguments when something is wrong.)
+    pub call: Cow<'static, str>,
     /// What else was seen that helps a reader (a guest's mismatch, a partial read).
     pub note: Option<String>,
 }
 
 impl Observed {
-    pub fn new(result: ObsResult, call: impl Into<String>) -> Observed {
+    pub fn new(result: ObsResult, call: impl Into<Cow<'static, str>>) -> Observed {
         Observed { result, fields: Vec::new(), call: call.into(), note: None }
     }
 
     /// From a syscall's result as `sys` captured it.
-    pub fn from_rc(rc: Result<i64, Errno>, call: impl Into<String>) -> Observed {
+    pub fn from_rc(rc: Result<i64, Errno>, call: impl Into<Cow<'static, str>>) -> Observed {
         let result = match rc {
             Ok(v) => ObsResult::Ok(v),
             Err(e) => ObsResult::Errno(e),
@@ -38,7 +40,7 @@ impl Observed {
         Observed::new(result, call)
     }
 
-    pub fn from_result<T>(r: Result<T, Errno>, call: impl Into<String>) -> Observed {
+    pub fn from_result<T>(r: Result<T, Errno>, call: impl Into<Cow<'static, str>>) -> Observed {
         Observed::new(
             match r {
                 Ok(_) => ObsResult::Ok(0),

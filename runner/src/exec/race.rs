@@ -229,7 +229,7 @@ fn run_thread(shared: &Shared, index: usize, thread: &RaceThread) {
                     iteration,
                     step: step.clone(),
                     mismatch,
-                    call: observed.call,
+                    call: observed.call.into_owned(),
                 });
                 return;
             }
