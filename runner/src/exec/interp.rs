@@ -1,6 +1,7 @@
 //! The step interpreter: performs a case's steps in order and judges each against its expectation.
 
 use super::observe::{ObsResult, Observed, judge};
+use super::ops_proc::Stop;
 use super::protocol::{CaseResult, StepFailure};
 use super::race::{Met, RaceFailure, run_race};
 use super::world::{CaseError, World};
@@ -74,6 +75,28 @@ pub fn run_case(
                 }
             }
         }
+        if matches!(step.op, Op::Fork(_) | Op::Repeat(_)) {
+            match super::ops_proc::run_step(&world, step, &*met, &case.source.to_string(), &mut |_| {}) {
+                Ok(()) => continue,
+                Err(Stop::Fail(f)) => {
+                    let f = *f;
+                    return CaseResult::Fail(StepFailure {
+                        step: i + 1,
+                        of: case.steps.len(),
+                        op: f.path,
+                        location: f.location,
+                        expected: f.expected,
+                        actual: f.actual,
+                        call: f.call,
+                        contract: f
+                            .contract
+                            .or_else(|| step.reference.clone())
+                            .unwrap_or_else(|| case.reference.clone()),
+                    });
+                }
+                Err(Stop::Error(message)) => return CaseResult::Error { step: Some(i + 1), message },
+            }
+        }
         let expected = step.expect.resolve(&*met);
         let observed = if matches!(expected.result, ResultExp::Signal(_)) {
             perform_in_fork(&world, &step.op)
@@ -93,6 +116,10 @@ pub fn run_case(
             judge(expected, &step.op.implied_fields(), &step.op.invariant_fields(), &observed, step.op.fields())
         {
             return failure(m.expected, m.actual, observed.call, location(case, step));
+        }
+        if let Op::MemGrowth { since } = &step.op {
+            let grown = super::ops_memstat::summary(&observed);
+            on_note(format!("memory growth since `{since}` at {}: {grown}", location(case, step)));
         }
     }
     CaseResult::Pass
@@ -153,14 +180,19 @@ pub fn perform(w: &World, op: &Op) -> Result<Observed, CaseError> {
             std::thread::sleep(*duration);
             Ok(Observed::new(ObsResult::Ok(0), format!("sleep {} ms", duration.as_millis())))
         }
+        Op::MemSnapshot { name } => super::ops_memstat::mem_snapshot(w, name),
+        Op::MemGrowth { since } => super::ops_memstat::mem_growth(w, since),
         Op::Race(_) => Err(CaseError("a race runs only as a step of its own, not inside another step".into())),
+        Op::Fork(_) | Op::Repeat(_) => {
+            Err(CaseError(format!("`{}` runs only as a step of a case or of another fork or repeat", op.name())))
+        }
     }
 }
 
 /// Performs a step that is expected to die of a signal in a forked copy of this (single-threaded)
 /// case process, so that the signal ends only the copy. Writes through shared mappings remain;
 /// objects the step would make do not.
-fn perform_in_fork(w: &World, op: &Op) -> Result<Observed, CaseError> {
+pub(super) fn perform_in_fork(w: &World, op: &Op) -> Result<Observed, CaseError> {
     // SAFETY: the case process is single-threaded here; the child only performs the step and
     // leaves with _exit, running no destructors and touching no lock another thread could hold.
     match unsafe { fork() } {
