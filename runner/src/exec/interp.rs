@@ -1,6 +1,7 @@
 //! The step interpreter: performs a case's steps in order and judges each against its expectation.
 
-use super::observe::{ObsResult, Observed, judge};
+use super::observe::{Mismatch, ObsResult, Observed, judge};
+use super::ops_proc::Stop;
 use super::protocol::{CaseResult, StepFailure};
 use super::race::{Met, RaceFailure, run_race};
 use super::world::{CaseError, World};
@@ -74,28 +75,72 @@ pub fn run_case(
                 }
             }
         }
-        let expected = step.expect.resolve(&*met);
-        let observed = if matches!(expected.result, ResultExp::Signal(_)) {
-            perform_in_fork(&world, &step.op)
-        } else {
-            perform(&world, &step.op)
-        };
-        let observed = match observed {
+        if matches!(step.op, Op::Fork(_) | Op::Repeat(_)) {
+            match super::ops_proc::run_step(&world, step, &*met, &case.source.to_string(), &mut |_| {}) {
+                Ok(()) => continue,
+                Err(Stop::Fail(f)) => {
+                    let f = *f;
+                    return CaseResult::Fail(StepFailure {
+                        step: i + 1,
+                        of: case.steps.len(),
+                        op: f.path,
+                        location: f.location,
+                        expected: f.expected,
+                        actual: f.actual,
+                        call: f.call,
+                        contract: f
+                            .contract
+                            .or_else(|| step.reference.clone())
+                            .unwrap_or_else(|| case.reference.clone()),
+                    });
+                }
+                Err(Stop::Error(message)) => return CaseResult::Error { step: Some(i + 1), message },
+            }
+        }
+        let observed = match perform_and_judge(&world, step, &*met) {
             Ok(o) => o,
-            Err(CaseError(message)) => {
+            Err(Judged::Error(message)) => {
                 return CaseResult::Error {
                     step: Some(i + 1),
                     message: format!("{} (at {})", message, location(case, step)),
                 };
             }
+            Err(Judged::Mismatch { mismatch, call }) => {
+                return failure(mismatch.expected, mismatch.actual, call, location(case, step));
+            }
         };
-        if let Err(m) =
-            judge(expected, step.op.implied_fields(), step.op.invariant_fields(), &observed, step.op.fields())
-        {
-            return failure(m.expected, m.actual, observed.call.into_owned(), location(case, step));
+        if let Op::MemGrowth { since } = &step.op {
+            let grown = super::ops_memstat::summary(&observed);
+            on_note(format!("memory growth since `{since}` at {}: {grown}", location(case, step)));
         }
     }
     CaseResult::Pass
+}
+
+/// Why a plain step did not meet its expectation.
+pub enum Judged {
+    Mismatch {
+        mismatch: Mismatch,
+        call: String,
+    },
+    /// gmemconf could not carry the step out (not a kernel verdict).
+    Error(String),
+}
+
+/// Performs one plain step (in a forked copy when it expects a signal) and judges what it
+/// observed against its expectation, resolved on this target.
+pub fn perform_and_judge(w: &World, step: &Step, met: &Met) -> Result<Observed, Judged> {
+    let expected = step.expect.resolve(met);
+    let observed = if matches!(expected.result, ResultExp::Signal(_)) {
+        perform_in_fork(w, &step.op)
+    } else {
+        perform(w, &step.op)
+    }
+    .map_err(|CaseError(message)| Judged::Error(message))?;
+    match judge(expected, step.op.implied_fields(), step.op.invariant_fields(), &observed, step.op.fields()) {
+        Ok(()) => Ok(observed),
+        Err(mismatch) => Err(Judged::Mismatch { mismatch, call: observed.call.into_owned() }),
+    }
 }
 
 fn location(case: &Case, step: &Step) -> String {
@@ -153,7 +198,12 @@ pub fn perform(w: &World, op: &Op) -> Result<Observed, CaseError> {
             std::thread::sleep(*duration);
             Ok(Observed::new(ObsResult::Ok(0), format!("sleep {} ms", duration.as_millis())))
         }
+        Op::MemSnapshot { name } => super::ops_memstat::mem_snapshot(w, name),
+        Op::MemGrowth { since } => super::ops_memstat::mem_growth(w, since),
         Op::Race(_) => Err(CaseError("a race runs only as a step of its own, not inside another step".into())),
+        Op::Fork(_) | Op::Repeat(_) => {
+            Err(CaseError(format!("`{}` runs only as a step of a case or of another fork or repeat", op.name())))
+        }
     }
 }
 

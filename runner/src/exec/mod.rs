@@ -7,6 +7,8 @@ pub mod observe;
 pub mod ops_file;
 pub mod ops_kvm;
 pub mod ops_mem;
+pub mod ops_memstat;
+pub mod ops_proc;
 pub mod ops_race;
 pub mod protocol;
 pub mod race;

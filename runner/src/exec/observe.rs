@@ -3,8 +3,8 @@
 use crate::suite::expect::{FieldSpec, FieldVal, Outcome, ResultExp};
 use crate::suite::names::errno_name;
 use nix::errno::Errno;
-use std::borrow::Cow;
 use nix::sys::signal::Signal;
+use std::borrow::Cow;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ObsResult {

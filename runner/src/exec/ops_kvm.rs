@@ -3,6 +3,7 @@
 use super::board::{BOARD_GPA, BOARD_SIZE, Board};
 use super::observe::{ObsResult, Observed};
 use super::world::{CODE_GPA, CODE_SIZE, CaseError, CodeRegion, Mapping, Obj, VcpuObj, VmObj, World};
+use crate::guest::run::RunError;
 use crate::guest::{Program, run_program};
 use crate::kvm::uapi::{self, CreateGuestMemfd, MemoryRegion, MemoryRegion2};
 use crate::kvm::{GuestExit, Vcpu};
@@ -200,7 +201,15 @@ pub fn guest(w: &World, vcpu_name: &str, program: &Program) -> Result<Observed, 
         let _running = board.as_ref().map(|b| GuestRunning::enter(b));
         // SAFETY: the code page is CODE_PAGE bytes of our own anonymous memory, this vCPU's alone,
         // mapped at code_gpa.
-        unsafe { run_program(&mut vcpu, code_host, code_gpa, obj.id, program) }.map_err(|e| CaseError(e.to_string()))?
+        match unsafe { run_program(&mut vcpu, code_host, code_gpa, obj.id, program) } {
+            Ok(r) => r,
+            // A vCPU ioctl the kernel refused while setting up (e.g. EIO from a process that
+            // did not create the VM) is the kernel's answer, not gmemconf's failure.
+            Err(RunError::Kvm(e)) => {
+                return Ok(Observed::new(ObsResult::Errno(e.errno), format!("{} before {call}", e.ioctl)));
+            }
+            Err(e) => return Err(CaseError(e.to_string())),
+        }
     };
     if let Some(b) = &board {
         if program.uses_board() {

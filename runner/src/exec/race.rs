@@ -5,8 +5,8 @@
 //! steps), so a failing schedule can be replayed as closely as real concurrency allows.
 
 use super::board::{Board, GUEST_COUNTERS};
-use super::interp::perform;
-use super::observe::{Mismatch, judge};
+use super::interp::{Judged, perform_and_judge};
+use super::observe::Mismatch;
 use super::world::{CaseError, World};
 use crate::suite::Requirement;
 use crate::suite::step::{Race, RaceThread, Repeat, Step};
@@ -213,25 +213,22 @@ fn run_thread(shared: &Shared, index: usize, thread: &RaceThread) {
             }
             shared.current[index].store(s, Ordering::SeqCst);
             pause();
-            let expected = step.expect.resolve(&*shared.met);
-            let observed = match perform(&shared.world, &step.op) {
-                Ok(o) => o,
-                Err(CaseError(message)) => {
+            match perform_and_judge(&shared.world, step, &*shared.met) {
+                Ok(_) => {}
+                Err(Judged::Error(message)) => {
                     shared.fail(RaceFailure::Error { thread: thread.name.clone(), message });
                     return;
                 }
-            };
-            if let Err(mismatch) =
-                judge(expected, step.op.implied_fields(), step.op.invariant_fields(), &observed, step.op.fields())
-            {
-                shared.fail(RaceFailure::Step {
-                    thread: thread.name.clone(),
-                    iteration,
-                    step: step.clone(),
-                    mismatch,
-                    call: observed.call.into_owned(),
-                });
-                return;
+                Err(Judged::Mismatch { mismatch, call }) => {
+                    shared.fail(RaceFailure::Step {
+                        thread: thread.name.clone(),
+                        iteration,
+                        step: step.clone(),
+                        mismatch,
+                        call,
+                    });
+                    return;
+                }
             }
         }
         iteration += 1;

@@ -98,6 +98,7 @@ pub enum Obj {
     Vcpu(Arc<VcpuObj>),
     File(Arc<OwnedFd>),
     Map(Arc<Mapping>),
+    Snapshot(Arc<super::ops_memstat::MemSnapshot>),
 }
 
 impl Obj {
@@ -107,6 +108,7 @@ impl Obj {
             Obj::Vcpu(_) => "a vCPU",
             Obj::File(_) => "a file",
             Obj::Map(_) => "a mapping",
+            Obj::Snapshot(_) => "a memory snapshot",
         }
     }
 }

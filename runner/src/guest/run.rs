@@ -55,6 +55,7 @@ pub unsafe fn run_program(
     }
     // SAFETY: the caller guarantees 4 KiB of writable memory at `code_host`.
     unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), code_host, code.len()) };
+    vcpu.complete_pending_io().map_err(RunError::Kvm)?;
     vcpu.enter_flat32(code_gpa).map_err(RunError::Kvm)?;
     let mut report =
         GuestReport { values: Vec::new(), done: false, mismatch: None, last_exit: GuestExit::Hlt, violation: false };
@@ -70,15 +71,11 @@ pub unsafe fn run_program(
                 report.mismatch = Some((mismatch_gpa.unwrap_or(0), value as u8));
             }
             other => {
-                if matches!(other, GuestExit::Mmio { .. } | GuestExit::IoIn { .. } | GuestExit::IoOut { .. }) {
-                    vcpu.complete_pending_io();
-                }
                 report.last_exit = other;
                 return Ok(report);
             }
         }
     }
-    vcpu.complete_pending_io();
     report.last_exit = GuestExit::Other(format!("more than {MAX_EXITS} port exits"));
     Ok(report)
 }

@@ -52,10 +52,11 @@ pub fn summary(counts: &Counts, events: &[CaseEvent], fingerprint: &str, seconds
             }
         }
     }
-    let raced: Vec<&&CaseEvent> = sorted.iter().filter(|e| !e.notes.is_empty()).collect();
-    if !raced.is_empty() {
-        let _ = writeln!(s, "RACES (interleavings achieved; `--seed` replays a schedule):");
-        for e in raced {
+    let noted: Vec<&&CaseEvent> = sorted.iter().filter(|e| !e.notes.is_empty()).collect();
+    if !noted.is_empty() {
+        let _ =
+            writeln!(s, "NOTES (races: interleavings achieved, `--seed` replays a schedule; memory growth measured):");
+        for e in noted {
             for note in &e.notes {
                 let _ = writeln!(s, "  {} [{}]\n      {note}", e.id, e.outcome.label());
             }

@@ -173,8 +173,7 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
     let steps_node = node.get("steps").ok_or_else(|| {
         NodeError::at(node, format!("case `{name}` has no `steps`")).help("add `steps:` with at least one step")
     })?;
-    let raw_steps = expand_fixtures(steps_node, fixtures, 0)?;
-    if raw_steps.is_empty() {
+    if steps_node.as_seq().is_some_and(<[_]>::is_empty) {
         return Err(NodeError::at(steps_node, format!("case `{name}` has no steps")));
     }
     let params = match node.get("matrix") {
@@ -201,6 +200,9 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
         }
         let mut steps = Vec::new();
         let mut defined: Vec<String> = BUILTIN_OBJECTS.iter().map(|s| (*s).to_string()).collect();
+        // `use:` may name its fixtures through the matrix (`use: $order`), so fixtures are
+        // expanded per combination, and their own `$name`s substituted after.
+        let raw_steps = expand_fixtures(&matrix::substitute(steps_node, &combo, &mut used)?, fixtures, 0)?;
         for raw in &raw_steps {
             let concrete = matrix::substitute(raw, &combo, &mut used)?;
             let step = parse_step(&concrete)?;
@@ -210,9 +212,7 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
                         .help(format!("made so far: {}; add a step with `as: {used_name}`", defined.join(", "))));
                 }
             }
-            if let Some(d) = step.op.defines() {
-                defined.push(d.to_string());
-            }
+            defined.extend(step.op.defines_all().into_iter().map(str::to_string));
             if step.expect.is_unconditional_ok() {
                 requires.extend(step.op.implied_requirements());
             }
@@ -246,7 +246,8 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
     Ok(cases)
 }
 
-/// Inlines `- use: <fixture>` steps.
+/// Inlines `- use: <fixture>` (or `- use: [<fixture>, ...]`, in that order) steps, also in the
+/// step lists of `fork` and `repeat`.
 fn expand_fixtures(steps: &Node, fixtures: Option<&Node>, depth: usize) -> NResult<Vec<Node>> {
     let items = steps.as_seq().ok_or_else(|| {
         NodeError::at(steps, format!("`steps` must be a list, found {}", steps.kind()))
@@ -254,8 +255,15 @@ fn expand_fixtures(steps: &Node, fixtures: Option<&Node>, depth: usize) -> NResu
     })?;
     let mut out = Vec::new();
     for item in items {
-        match item.get("use") {
-            Some(name_node) => {
+        let names = match item.get("use") {
+            None => {
+                out.push(expand_nested(item, fixtures, depth)?);
+                continue;
+            }
+            Some(n) => fixture_names(n),
+        };
+        for name_node in &names {
+            {
                 let name = name_node.as_str().unwrap_or_default();
                 let fixture = fixtures.and_then(|f| f.get(name)).ok_or_else(|| {
                     let known: Vec<&str> = fixtures
@@ -273,10 +281,41 @@ fn expand_fixtures(steps: &Node, fixtures: Option<&Node>, depth: usize) -> NResu
                 }
                 out.extend(expand_fixtures(fixture, fixtures, depth + 1)?);
             }
-            None => out.push(item.clone()),
         }
     }
     Ok(out)
+}
+
+/// The fixtures a `use:` names: one name, or a list of names and lists (a matrix value such as
+/// `$order` may itself be a list), flattened in order.
+fn fixture_names(node: &Node) -> Vec<Node> {
+    match node.as_seq() {
+        Some(items) => items.iter().flat_map(fixture_names).collect(),
+        None => vec![node.clone()],
+    }
+}
+
+/// A `fork` or `repeat` step with the fixtures in its `steps` inlined; any other step as it is.
+fn expand_nested(item: &Node, fixtures: Option<&Node>, depth: usize) -> NResult<Node> {
+    let Some(entries) = item.as_map() else { return Ok(item.clone()) };
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let nested = matches!(k.as_str(), Some("fork" | "repeat"));
+        match (nested, v.as_map(), v.get("steps")) {
+            (true, Some(args), Some(steps)) if steps.as_seq().is_some() => {
+                let expanded = Node::new(Value::Seq(expand_fixtures(steps, fixtures, depth)?), steps.loc);
+                let args = args
+                    .iter()
+                    .map(|(ak, av)| {
+                        (ak.clone(), if ak.as_str() == Some("steps") { expanded.clone() } else { av.clone() })
+                    })
+                    .collect();
+                out.push((k.clone(), Node::new(Value::Map(args), v.loc)));
+            }
+            _ => out.push((k.clone(), v.clone())),
+        }
+    }
+    Ok(Node::new(Value::Map(out), item.loc))
 }
 
 pub(super) fn parse_step(node: &Node) -> NResult<Step> {
@@ -310,6 +349,7 @@ pub(super) fn parse_step(node: &Node) -> NResult<Step> {
     };
     let op_name = op_key.as_str().unwrap_or_default();
     let op = parse_op(op_name, op_key, args)?;
+    super::parse_proc::check_expect(&op, node)?;
     let expect = expect::parse(node.get("expect"), op.fields())?;
     let reference = node.get("ref").and_then(Node::as_str).map(str::to_string);
     Ok(Step { text: format!("{op_name} {}", args.render_compact()), op, expect, loc: op_key.loc, reference })

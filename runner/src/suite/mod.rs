@@ -11,6 +11,7 @@ pub mod model;
 pub mod names;
 pub mod node;
 pub mod parse_op;
+pub mod parse_proc;
 pub mod parse_race;
 pub mod requirement;
 pub mod step;

@@ -360,6 +360,10 @@ pub fn parse_op(op: &str, op_node: &Node, node: &Node) -> NResult<Op> {
             let (gmem, pages) = (fd(&a, "gmem")?, tracked(&a)?);
             if op == "punch_cycle" { Op::PunchCycle { gmem, pages } } else { Op::PunchVerify { gmem, pages } }
         }
+        "fork" => Op::Fork(Box::new(super::parse_proc::fork(node)?)),
+        "repeat" => Op::Repeat(Box::new(super::parse_proc::repeat(node)?)),
+        "mem_snapshot" => super::parse_proc::mem_snapshot(node)?,
+        "mem_growth" => super::parse_proc::mem_growth(node)?,
         "host_check" => Op::HostCheck { pages: tracked(&args(&["map", "offset", "first", "pages"])?)? },
         other => {
             return Err(

@@ -83,6 +83,10 @@ fn parse_thread(name_node: &Node, body: &Node) -> NResult<RaceThread> {
         if matches!(step.op, super::step::Op::Race(_)) {
             return Err(NodeError::at(item, "a race inside a race").help("put all threads in one race"));
         }
+        if matches!(step.op, super::step::Op::Fork(_) | super::step::Op::Repeat(_)) {
+            return Err(NodeError::at(item, format!("a race thread cannot `{}`", step.op.name()))
+                .help("fork and repeat run in the single-threaded case process: make them steps of the case"));
+        }
         let expects_signal = |met: bool| matches!(step.expect.resolve(&|_| met).result, ResultExp::Signal(_));
         if expects_signal(true) || expects_signal(false) {
             return Err(NodeError::at(item, "a race thread cannot expect a signal")

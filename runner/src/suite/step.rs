@@ -65,6 +65,22 @@ pub struct Race {
     pub seed: Option<u64>,
 }
 
+/// Steps run in a forked child of the case process (see exec::ops_proc).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForkSteps {
+    pub steps: Vec<Step>,
+    /// Objects (fds or VMs) the child sends back to the parent over SCM_RIGHTS before it exits;
+    /// the parent then holds them under these names.
+    pub give: Vec<String>,
+}
+
+/// Steps run `times` times over in the case process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepeatSteps {
+    pub times: u64,
+    pub steps: Vec<Step>,
+}
+
 /// Tracked pages `first..first+pages` of the race board (see exec::board): page `first + i` is at
 /// offset `offset + i * 4K` of the mapping, which maps the guest_memfd from its start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,6 +292,16 @@ pub enum Op {
         gmem: FdRef,
         pages: Tracked,
     },
+    Fork(Box<ForkSteps>),
+    Repeat(Box<RepeatSteps>),
+    /// Record this process's and the system's memory use under a name.
+    MemSnapshot {
+        name: String,
+    },
+    /// How much memory use grew since a snapshot.
+    MemGrowth {
+        since: String,
+    },
 }
 
 /// Every step name, for "unknown step" help.
@@ -322,6 +348,10 @@ pub const STEP_NAMES: &[&str] = &[
     "punch_cycle",
     "host_check",
     "punch_verify",
+    "fork",
+    "repeat",
+    "mem_snapshot",
+    "mem_growth",
 ];
 
 /// Keys a step may carry beside its operation.
@@ -373,6 +403,10 @@ impl Op {
             Op::PunchCycle { .. } => "punch_cycle",
             Op::HostCheck { .. } => "host_check",
             Op::PunchVerify { .. } => "punch_verify",
+            Op::Fork(_) => "fork",
+            Op::Repeat(_) => "repeat",
+            Op::MemSnapshot { .. } => "mem_snapshot",
+            Op::MemGrowth { .. } => "mem_growth",
         }
     }
 
@@ -385,8 +419,28 @@ impl Op {
             | Op::Open { name, .. }
             | Op::Memfd { name, .. }
             | Op::Tmpfile { name, .. }
-            | Op::Mmap { name, .. } => Some(name),
+            | Op::Mmap { name, .. }
+            | Op::MemSnapshot { name } => Some(name),
             _ => None,
+        }
+    }
+
+    /// Every object name this step leaves defined in the case process: what it makes, what a
+    /// fork's child gives back, what a repeat's steps make.
+    pub fn defines_all(&self) -> Vec<&str> {
+        match self {
+            Op::Fork(f) => f.give.iter().map(String::as_str).collect(),
+            Op::Repeat(r) => r.steps.iter().flat_map(|s| s.op.defines_all()).collect(),
+            other => other.defines().into_iter().collect(),
+        }
+    }
+
+    /// The steps this step runs inside it (a fork's or a repeat's).
+    pub fn nested_steps(&self) -> &[Step] {
+        match self {
+            Op::Fork(f) => &f.steps,
+            Op::Repeat(r) => &r.steps,
+            _ => &[],
         }
     }
 
@@ -443,6 +497,19 @@ impl Op {
                 fd(gmem).into_iter().chain([pages.map.as_str()]).collect()
             }
             Op::HostCheck { pages } => vec![&pages.map],
+            Op::Fork(_) | Op::Repeat(_) => {
+                let mut made: Vec<&str> = Vec::new();
+                let mut used = Vec::new();
+                for step in self.nested_steps() {
+                    used.extend(step.op.uses().into_iter().filter(|u| !made.contains(u)));
+                    made.extend(step.op.defines_all());
+                }
+                if let Op::Fork(f) = self {
+                    used.extend(f.give.iter().map(String::as_str).filter(|g| !made.contains(g)));
+                }
+                used
+            }
+            Op::MemGrowth { since } => vec![since],
             _ => Vec::new(),
         }
     }
@@ -455,6 +522,8 @@ impl Op {
             Op::MemRead { .. } => MEM_READ_FIELDS,
             Op::Guest { .. } => GUEST_FIELDS,
             Op::PunchCycle { .. } | Op::HostCheck { .. } | Op::PunchVerify { .. } => BOARD_FIELDS,
+            Op::Fork(_) | Op::Repeat(_) | Op::MemSnapshot { .. } => &[],
+            Op::MemGrowth { .. } => MEM_GROWTH_FIELDS,
             _ => VALUE_FIELDS,
         }
     }
@@ -498,6 +567,12 @@ impl Op {
                 .flat_map(|t| t.steps.iter().filter(|s| s.expect.is_unconditional_ok()))
                 .flat_map(|s| s.op.implied_requirements())
                 .collect(),
+            Op::Fork(_) | Op::Repeat(_) => self
+                .nested_steps()
+                .iter()
+                .filter(|s| s.expect.is_unconditional_ok())
+                .flat_map(|s| s.op.implied_requirements())
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -517,6 +592,18 @@ static FSTAT_FIELDS: &[FieldSpec] = &[
 static SEALS_FIELDS: &[FieldSpec] =
     &[FieldSpec { name: "value", kind: FieldKind::Int }, FieldSpec { name: "seals", kind: FieldKind::Flags(&SEALS) }];
 static BOARD_FIELDS: &[FieldSpec] = &[FieldSpec { name: "violation", kind: FieldKind::Word(&["none", "found"]) }];
+/// What `mem_growth` measures: each is now minus the snapshot (negative when use fell).
+pub static MEM_GROWTH_FIELDS: &[FieldSpec] = &[
+    FieldSpec { name: "rss", kind: FieldKind::Bytes },
+    FieldSpec { name: "fds", kind: FieldKind::Int },
+    FieldSpec { name: "mem_used", kind: FieldKind::Bytes },
+    FieldSpec { name: "unevictable", kind: FieldKind::Bytes },
+    FieldSpec { name: "shmem", kind: FieldKind::Bytes },
+    FieldSpec { name: "sunreclaim", kind: FieldKind::Bytes },
+    FieldSpec { name: "vmalloc", kind: FieldKind::Bytes },
+    FieldSpec { name: "page_tables", kind: FieldKind::Bytes },
+    FieldSpec { name: "percpu", kind: FieldKind::Bytes },
+];
 static MEM_READ_FIELDS: &[FieldSpec] = &[FieldSpec { name: "bytes", kind: FieldKind::Byte }];
 static GUEST_FIELDS: &[FieldSpec] = &[
     FieldSpec { name: "exit", kind: FieldKind::Word(crate::kvm::vcpu::EXIT_WORDS) },
