@@ -77,6 +77,7 @@ mod tests {
             kernel_log: vec!["WARNING: at virt/kvm/guest_memfd.c:100".into()],
             rerun: "gmemconf run suites/memslot-sharing.yaml --exact -f 'memslot-sharing::offset-overlap[flags=mmap]'"
                 .into(),
+            target: None,
         };
         let expected = "\
 FAIL memslot-sharing::offset-overlap[flags=mmap] (3 ms)
