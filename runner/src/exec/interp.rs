@@ -101,6 +101,7 @@ pub fn perform(w: &mut World, op: &Op) -> Result<Observed, CaseError> {
         Op::Madvise { map, offset, len, advice } => mem::madvise(w, map, *offset, *len, *advice),
         Op::MemWrite { map, offset, len, byte } => mem::mem_write(w, map, *offset, *len, *byte),
         Op::MemRead { map, offset, len } => mem::mem_read(w, map, *offset, *len),
+        Op::Sysrq { key } => super::ops_sysrq::sysrq(*key),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod observe;
 pub mod ops_file;
 pub mod ops_kvm;
 pub mod ops_mem;
+pub mod ops_sysrq;
 pub mod protocol;
 pub mod supervise;
 pub mod world;

@@ -328,6 +328,18 @@ pub fn parse_op(op: &str, op_node: &Node, node: &Node) -> NResult<Op> {
             let a = args(&["vcpu", "program", "gpa", "len", "byte", "iterations"])?;
             Op::Guest { vcpu: a.string_or("vcpu", "cpu")?, program: program(&a, node)? }
         }
+        "sysrq" => {
+            let a = args(&["key"])?;
+            let key = a.string_req("key")?;
+            let mut chars = key.chars();
+            match (chars.next(), chars.next()) {
+                (Some(k), None) if k.is_ascii_alphanumeric() => Op::Sysrq { key: k },
+                _ => {
+                    return Err(NodeError::at(a.req("key")?, format!("`{key}` is not a sysrq key"))
+                        .help("one letter or digit, as in Documentation/admin-guide/sysrq.rst (e.g. `key: c`)"));
+                }
+            }
+        }
         other => {
             return Err(
                 NodeError::at(op_node, format!("unknown step `{other}`")).help(unknown_name_help(other, STEP_NAMES))

@@ -221,6 +221,11 @@ pub enum Op {
         vcpu: String,
         program: Program,
     },
+    /// Test-only: writes `key` to /proc/sysrq-trigger (`c` panics the kernel). Refused outside the
+    /// qemu target's guest, whose kernel is disposable.
+    Sysrq {
+        key: char,
+    },
 }
 
 /// Every step name, for "unknown step" help.
@@ -262,6 +267,7 @@ pub const STEP_NAMES: &[&str] = &[
     "mem_write",
     "mem_read",
     "guest",
+    "sysrq",
 ];
 
 /// Keys a step may carry beside its operation.
@@ -308,6 +314,7 @@ impl Op {
             Op::MemWrite { .. } => "mem_write",
             Op::MemRead { .. } => "mem_read",
             Op::Guest { .. } => "guest",
+            Op::Sysrq { .. } => "sysrq",
         }
     }
 
