@@ -31,7 +31,8 @@ pub struct Limits {
     pub boot: Duration,
     /// With no line at all from the guest (it beats every second) for this long, it is hung.
     pub silence: Duration,
-    /// A case in flight past its own deadline plus this is stuck beyond the guest's own reach.
+    /// A case in flight for twice its own deadline plus this is stuck beyond the guest's own
+    /// reach. (Twice: the guest's clock may run slow against the host's when the host is busy.)
     pub case_margin: Duration,
 }
 
@@ -59,7 +60,7 @@ impl BootEnd {
             BootEnd::Panic(line) => format!("the guest kernel panicked: {}", strip_timestamp(line)),
             BootEnd::Silent(d) => format!("the guest stopped responding: no heartbeat for {:.0} s", d.as_secs_f64()),
             BootEnd::Overdue { id, ran } => format!(
-                "{id} ran {:.0} s, past its deadline, and the guest did not stop it (a task stuck in the kernel?)",
+                "{id} ran {:.0} s, twice its deadline, and the guest did not stop it (a task stuck in the kernel?)",
                 ran.as_secs_f64()
             ),
             BootEnd::QemuExited(status) => format!("QEMU exited ({status}) before the guest finished"),
@@ -321,7 +322,7 @@ impl Boot<'_> {
                 return BootEnd::Silent(now - self.last_line);
             }
             for (id, since) in &self.in_flight {
-                if now - *since > self.handler.deadline(id) + limits.case_margin {
+                if now - *since > self.handler.deadline(id) * 2 + limits.case_margin {
                     return BootEnd::Overdue { id: id.clone(), ran: now - *since };
                 }
             }

@@ -67,6 +67,8 @@ pub struct QemuConfig {
     pub initrd: PathBuf,
     /// The host's listening socket for the guest's events.
     pub socket: PathBuf,
+    /// Under TCG, the TSC frequency the guest kernel is told (see `tsc`).
+    pub tsc_khz: Option<u64>,
 }
 
 /// Kernel parameters: console on the first serial port; an oops is a panic and a panic
@@ -85,7 +87,11 @@ impl QemuConfig {
         push(&["-smp", &self.cpus.to_string(), "-m", &self.memory]);
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-serial", "stdio"]);
         push(&["-kernel", &self.kernel.to_string_lossy(), "-initrd", &self.initrd.to_string_lossy()]);
-        push(&["-append", APPEND]);
+        let append = match self.tsc_khz {
+            Some(khz) => format!("{APPEND} tsc_early_khz={khz}"),
+            None => APPEND.to_string(),
+        };
+        push(&["-append", &append]);
         push(&["-device", "virtio-serial-pci"]);
         push(&["-chardev", &format!("socket,id=events,path={}", self.socket.display())]);
         push(&["-device", &format!("virtserialport,chardev=events,name={PORT_NAME}")]);
@@ -124,6 +130,7 @@ mod tests {
             kernel: "/k/bzImage".into(),
             initrd: "/r/initrd.cpio".into(),
             socket: "/r/events.sock".into(),
+            tsc_khz: (accel == Accel::Tcg).then_some(2_596_101),
         }
     }
 
@@ -133,11 +140,12 @@ mod tests {
             config(Accel::Tcg).command_line(),
             "qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2G -nodefaults -no-user-config -display none \
              -no-reboot -serial stdio -kernel /k/bzImage -initrd /r/initrd.cpio \
-             -append 'console=ttyS0 panic=-1 oops=panic quiet' -device virtio-serial-pci \
+             -append 'console=ttyS0 panic=-1 oops=panic quiet tsc_early_khz=2596101' -device virtio-serial-pci \
              -chardev socket,id=events,path=/r/events.sock \
              -device virtserialport,chardev=events,name=org.gmemconf.events"
         );
-        assert!(config(Accel::Kvm).command_line().starts_with("qemu-system-x86_64 -accel kvm -cpu host "));
+        let kvm = config(Accel::Kvm).command_line();
+        assert!(kvm.starts_with("qemu-system-x86_64 -accel kvm -cpu host ") && !kvm.contains("tsc_early_khz"), "{kvm}");
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub fn run(
         ));
     }
     let (accel, why) = choose_accel(opts.accel, &probe::gather());
+    let tsc = std::thread::spawn(move || if accel == Accel::Tcg { super::tsc::host_tsc_khz() } else { None });
     let run_dir = std::env::temp_dir().join(format!("gmemconf-qemu-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&run_dir) {
         return broken(&format!("cannot create {}: {e}", run_dir.display()));
@@ -81,6 +82,7 @@ pub fn run(
         kernel,
         initrd: initrd.path.clone(),
         socket: run_dir.join("events.sock"),
+        tsc_khz: tsc.join().ok().flatten(),
     };
     eprintln!("gmemconf: accel {} ({why})", accel.name());
     eprintln!("gmemconf: {}", qemu.command_line());
@@ -201,11 +203,9 @@ fn payload(selection: &Selection, timeout_scale: f64) -> Payload {
     let mut files = Vec::new();
     let mut suites = Vec::new();
     for (i, s) in selection.suites.iter().enumerate() {
-        // Every case carries the text its suite was loaded from.
-        let Some(case) = s.cases.first() else { continue };
         let file = format!("/gmemconf/suite-{i}.yaml");
-        files.push((file.clone(), case.text.to_string()));
-        suites.push(SuiteFile { source: case.source.to_arg(), file });
+        files.push((file.clone(), s.text.to_string()));
+        suites.push(SuiteFile { source: s.source.to_arg(), file });
     }
     let mut baselines = Vec::new();
     for (i, (shown_as, text)) in selection.baseline_texts.iter().enumerate() {

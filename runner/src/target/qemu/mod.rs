@@ -15,6 +15,7 @@ pub mod manager;
 pub mod pid1;
 pub mod port;
 pub mod protocol;
+pub mod tsc;
 
 pub use command::AccelChoice;
 pub use host::{QemuOptions, run};
