@@ -95,6 +95,10 @@ pub struct BootReport {
     /// From QEMU's start to the first case result.
     pub first_result: Option<Duration>,
     pub guest_errors: Vec<String>,
+    /// The guest's own account of its boot: (kernel start to init, to the runner, to the probe
+    /// done), by its clock; and when the host saw `run_started`, by the host's, from QEMU's start.
+    pub timeline: Option<(Duration, Duration, Duration)>,
+    pub run_started: Option<Duration>,
     pub trouble: Vec<String>,
     pub tail: Vec<String>,
     pub qemu_stderr: String,
@@ -115,6 +119,8 @@ struct Boot<'h> {
     cases_done: usize,
     first_result: Option<Duration>,
     guest_errors: Vec<String>,
+    timeline: Option<(Duration, Duration, Duration)>,
+    run_started: Option<Duration>,
     refused: Option<String>,
     last_line: Instant,
 }
@@ -130,6 +136,8 @@ pub fn boot(qemu: &QemuConfig, console_log: &Path, limits: &Limits, handler: &mu
         cases_done: 0,
         first_result: None,
         guest_errors: Vec::new(),
+        timeline: None,
+        run_started: None,
         refused: None,
         last_line: start,
     };
@@ -140,6 +148,8 @@ pub fn boot(qemu: &QemuConfig, console_log: &Path, limits: &Limits, handler: &mu
         cases_done: 0,
         first_result: None,
         guest_errors: Vec::new(),
+        timeline: None,
+        run_started: None,
         trouble: Vec::new(),
         tail: Vec::new(),
         qemu_stderr: String::new(),
@@ -231,6 +241,8 @@ pub fn boot(qemu: &QemuConfig, console_log: &Path, limits: &Limits, handler: &mu
         cases_done: b.cases_done,
         first_result: b.first_result,
         guest_errors: b.guest_errors,
+        timeline: b.timeline,
+        run_started: b.run_started,
         trouble: console.trouble(),
         tail: console.tail(),
         qemu_stderr,
@@ -335,6 +347,7 @@ impl Boot<'_> {
         match event {
             GuestEvent::RunStarted { probe, fingerprint, timeout_scale, .. } => {
                 self.started = true;
+                self.run_started = Some(self.start.elapsed());
                 let Some(port) = port else { return };
                 match self.handler.started(*probe, fingerprint, timeout_scale) {
                     Ok(plan) => {
@@ -347,6 +360,10 @@ impl Boot<'_> {
                     }
                     Err(why) => self.refused = Some(why),
                 }
+            }
+            GuestEvent::Timeline { init_ms, runner_ms, probed_ms } => {
+                let ms = Duration::from_millis;
+                self.timeline = Some((ms(init_ms), ms(runner_ms), ms(probed_ms)));
             }
             GuestEvent::CaseStarted { id } => self.in_flight.push((id, Instant::now())),
             GuestEvent::Case(e) => {

@@ -3,7 +3,9 @@
 //! `run_started` on the event port, runs exactly the cases of the host's plan (each in its own
 //! case process, as on the host), with `case_started` before each, and a heartbeat every second.
 
-use super::protocol::{ARGS_PATH, CaseStarted, GuestArgs, GuestError, Heartbeat, Plan};
+use super::protocol::{
+    ARGS_PATH, CaseStarted, GuestArgs, GuestError, Heartbeat, INIT_MS_ENV, Plan, Timeline, uptime_ms,
+};
 use crate::probe;
 use crate::run::{EventSink, Runner, Selection, baseline_for};
 use crate::suite::baseline;
@@ -41,6 +43,7 @@ pub fn guest_main(events_fd: i32) -> i32 {
 }
 
 fn run(port: File) -> Result<(), String> {
+    let runner_ms = uptime_ms();
     let reader = port.try_clone().map_err(|e| format!("event port: {e}"))?;
     let mut errors = port.try_clone().map_err(|e| format!("event port: {e}"))?;
     let selection = match load_args() {
@@ -53,6 +56,10 @@ fn run(port: File) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find its own executable: {e}"))?;
     let sink = EventSink::new(Some(Box::new(BufWriter::new(port))));
     let runner = Arc::new(Runner::new(exe, probe::gather(), selection.1, sink));
+    if let Ok(mut sink) = runner.sink.lock() {
+        let init_ms = std::env::var(INIT_MS_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        sink.line(&Timeline { event: "timeline", init_ms, runner_ms, probed_ms: uptime_ms() });
+    }
     runner.start_on("qemu-guest", selection.0.cases().count());
     let beat = runner.clone();
     std::thread::spawn(move || heartbeat(&beat));

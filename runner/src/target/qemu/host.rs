@@ -51,11 +51,14 @@ pub fn run(
         Ok(e) => e,
         Err(e) => return broken(&format!("cannot find its own executable: {e}")),
     };
-    if let Err(e) = check_static(&exe) {
-        return broken(&format!(
-            "{e}\n  help: build gmemconf with the project's .cargo/config.toml (static, target x86_64-unknown-linux-gnu)"
-        ));
-    }
+    let image = match check_static(&exe) {
+        Ok(i) => i,
+        Err(e) => {
+            return broken(&format!(
+                "{e}\n  help: build gmemconf with the project's .cargo/config.toml (static, target x86_64-unknown-linux-gnu)"
+            ));
+        }
+    };
     let (accel, why) = choose_accel(opts.accel, &probe::gather());
     let tsc = std::thread::spawn(move || if accel == Accel::Tcg { super::tsc::host_tsc_khz() } else { None });
     let run_dir = std::env::temp_dir().join(format!("gmemconf-qemu-{}", std::process::id()));
@@ -64,7 +67,7 @@ pub fn run(
     }
     let payload = payload(&selection, opts.timeout_scale * accel.timeout_factor());
     let packing = Instant::now();
-    let initrd = match initramfs::build(&exe, &initramfs::cache_dir(), &payload, &run_dir.join("initrd.cpio")) {
+    let initrd = match initramfs::build(&exe, &image, &initramfs::cache_dir(), &payload, &run_dir.join("initrd.cpio")) {
         Ok(b) => b,
         Err(e) => return broken(&format!("cannot write the initramfs in {}: {e}", run_dir.display())),
     };

@@ -206,6 +206,16 @@ impl Manager {
         if report.end != BootEnd::Finished {
             line.push_str(&format!("; in flight: {}; console: {}", list_or_none(&in_flight), log.display()));
         }
+        if let (Some((init, runner, probed)), Some(seen)) = (report.timeline, report.run_started) {
+            let s = |d: Duration| format!("{:.2}", d.as_secs_f64());
+            line.push_str(&format!(
+                "\n  guest clock: init at {} s, runner at {}, probed at {}; host saw run_started at {} s",
+                s(init),
+                s(runner),
+                s(probed),
+                s(seen)
+            ));
+        }
         eprintln!("{line}");
         if let Ok(mut s) = self.book.shared.sink.lock() {
             s.line(&BootEvent {

@@ -5,7 +5,7 @@
 //! any child, and the runner must wait for its own case processes alone.
 
 use super::port;
-use super::protocol::{GuestError, PORT_NAME};
+use super::protocol::{GuestError, INIT_MS_ENV, PORT_NAME, uptime_ms};
 use nix::mount::{MsFlags, mount};
 use nix::unistd::Pid;
 use std::io::Write;
@@ -47,9 +47,10 @@ pub fn main() -> ! {
 
 fn run() -> Result<(), String> {
     mount_all()?;
+    let init_ms = uptime_ms();
     let port = port::open(PORT_NAME, Duration::from_secs(10))?;
     let _ = EVENTS.set(port.as_raw_fd());
-    let runner = spawn_runner(port.as_raw_fd())?;
+    let runner = spawn_runner(port.as_raw_fd(), init_ms)?;
     let status = reap_until(runner)?;
     if status != 0 {
         return Err(format!("the guest runner ended with status {status:#x} (wait status)"));
@@ -68,10 +69,15 @@ fn mount_all() -> Result<(), String> {
     Ok(())
 }
 
-fn spawn_runner(events_fd: RawFd) -> Result<Pid, String> {
+fn spawn_runner(events_fd: RawFd, init_ms: u64) -> Result<Pid, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find its own executable: {e}"))?;
     let mut cmd = Command::new(&exe);
-    cmd.arg(GUEST_COMMAND).arg(EVENTS_FD_ARG).arg(events_fd.to_string()).env("TMPDIR", "/tmp").stdin(Stdio::null());
+    cmd.arg(GUEST_COMMAND)
+        .arg(EVENTS_FD_ARG)
+        .arg(events_fd.to_string())
+        .env("TMPDIR", "/tmp")
+        .env(INIT_MS_ENV, init_ms.to_string())
+        .stdin(Stdio::null());
     // SAFETY: only fcntl, async-signal-safe, between fork and exec.
     unsafe {
         cmd.pre_exec(move || {

@@ -52,6 +52,12 @@ pub enum GuestEvent {
         #[serde(default)]
         kernel_log_unwatched: Option<String>,
     },
+    /// Where the guest's boot time went, by its own clock (ms since the kernel started).
+    Timeline {
+        init_ms: u64,
+        runner_ms: u64,
+        probed_ms: u64,
+    },
     CaseStarted {
         id: String,
     },
@@ -68,6 +74,28 @@ pub enum GuestEvent {
 pub struct CaseStarted<'a> {
     pub event: &'static str,
     pub id: &'a str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    pub event: &'static str,
+    /// When PID 1 started.
+    pub init_ms: u64,
+    /// When the runner started (after exec of the executable again).
+    pub runner_ms: u64,
+    /// When the suites were loaded and the probe done, just before `run_started`.
+    pub probed_ms: u64,
+}
+
+/// The environment variable that tells the runner when PID 1 started (ms of kernel uptime).
+pub const INIT_MS_ENV: &str = "GMEMCONF_INIT_MS";
+
+/// The guest kernel's uptime in ms (/proc/uptime), 0 if it cannot be read.
+pub fn uptime_ms() -> u64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|u| u.parse::<f64>().ok()))
+        .map_or(0, |secs| (secs * 1000.0) as u64)
 }
 
 #[derive(Debug, Clone, Serialize)]
