@@ -107,7 +107,9 @@ fn run_plan(runner: &Runner, selection: &Selection, plan: &Plan, errors: &mut Fi
     }
     let queue = Mutex::new(queue);
     std::thread::scope(|s| {
-        for _ in 0..plan.test_threads.max(1) {
+        let threads =
+            plan.test_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() * 2));
+        for _ in 0..threads.max(1) {
             s.spawn(|| {
                 while let Some(case) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
                     if let Ok(mut sink) = runner.sink.lock() {

@@ -89,7 +89,7 @@ pub fn run(
     };
     eprintln!("gmemconf: accel {} ({why})", accel.name());
     eprintln!("gmemconf: {}", qemu.command_line());
-    let test_threads = opts.test_threads.unwrap_or(GUEST_CPUS * 2);
+    let test_threads = opts.test_threads;
     let setup = Setup {
         qemu,
         limits: limits(accel),
@@ -134,7 +134,7 @@ pub fn run(
     }
     let _ = plan_tx.send(ids);
     // Host-side trials only wait; enough of them that a slow case does not hold up the display.
-    la.test_threads = Some(test_threads * 2);
+    la.test_threads = Some(test_threads.unwrap_or(GUEST_CPUS * 2) * 2);
     let _ = libtest_mimic::run(&la, trials);
     let summary = boots.join().unwrap_or(Summary { boots: 0, abnormal_boots: 0, first_result: None, broken: None });
     finish(&shared, &summary, &fingerprint, accel, &opts.kernel, started, &run_dir)

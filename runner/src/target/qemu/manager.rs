@@ -25,7 +25,8 @@ pub struct Setup {
     /// How the user named the kernel, for rerun hints.
     pub kernel_spec: String,
     pub accel: Accel,
-    pub test_threads: usize,
+    /// Cases at once in the guest (None: the guest's default).
+    pub test_threads: Option<usize>,
 }
 
 /// What the host's threads share: the event record and the board the trials wait on.
@@ -98,7 +99,7 @@ struct Book {
     fingerprint: Option<String>,
     timeout_scale: f64,
     kernel_spec: String,
-    test_threads: usize,
+    test_threads: Option<usize>,
 }
 
 /// A boot's handler: the book plus what this boot was asked to do.
@@ -171,7 +172,7 @@ impl Manager {
             }
             self.announce(n, &report, &log);
             if first && !report.started {
-                let why = report.end.describe();
+                let why = why_it_ended(&report);
                 let _ = first_tx.send(FirstBoot::Broken { why: why.clone(), console: console_text(&report, &log) });
                 summary.broken = Some(why);
                 break;
@@ -184,7 +185,7 @@ impl Manager {
             self.book.settle(n, mode, &report, &log, &planned, &done);
             let refused = matches!(report.end, BootEnd::Refused(_));
             if barren_in_a_row >= 2 || refused {
-                let why = format!("the target stopped working: {}", report.end.describe());
+                let why = format!("the target stopped working: {}", why_it_ended(&report));
                 self.book.give_up(&why);
                 summary.broken = Some(why);
                 break;
@@ -257,10 +258,7 @@ impl Book {
                 self.record(mode, e);
             }
         } else {
-            let mut why = report.end.describe();
-            if !report.guest_errors.is_empty() {
-                why.push_str(&format!(" (gmemconf inside the guest: {})", report.guest_errors.join("; ")));
-            }
+            let why = why_it_ended(report);
             let crash = Crash { why, boot: n, trouble: report.trouble.clone(), console: console_text(report, log) };
             match (mode, in_flight.len()) {
                 (_, 0) => {}
@@ -406,11 +404,11 @@ impl BootHandler for Run<'_> {
                 self.m.fingerprint.as_deref().unwrap_or("?")
             ));
         }
-        let (ids, threads): (Vec<String>, usize) = match self.mode {
+        let (ids, threads): (Vec<String>, Option<usize>) = match self.mode {
             Mode::Normal => (self.m.pending.iter().cloned().collect(), self.m.test_threads),
             Mode::Alone => {
                 let g = self.m.suspects.front().ok_or("no suspects to run")?;
-                (g.members.iter().filter(|id| !g.results.contains_key(*id)).cloned().collect(), 1)
+                (g.members.iter().filter(|id| !g.results.contains_key(*id)).cloned().collect(), Some(1))
             }
         };
         self.planned = ids.clone();
@@ -427,6 +425,15 @@ impl BootHandler for Run<'_> {
         let timeout = self.m.cases.get(id).map_or(Duration::from_secs(60), |c| c.timeout);
         timeout.mul_f64(self.m.timeout_scale)
     }
+}
+
+/// How the boot ended, with what gmemconf inside the guest said about it, if anything.
+fn why_it_ended(report: &BootReport) -> String {
+    let mut why = report.end.describe();
+    if !report.guest_errors.is_empty() {
+        why.push_str(&format!(" (gmemconf inside the guest: {})", report.guest_errors.join("; ")));
+    }
+    why
 }
 
 /// The console lines that go with a crash report.

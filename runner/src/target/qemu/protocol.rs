@@ -33,11 +33,12 @@ pub struct BaselineFile {
     pub file: String,
 }
 
-/// The host's answer to `run_started`: the cases to run, in order, and how many at once.
+/// The host's answer to `run_started`: the cases to run, in order, and how many at once (None:
+/// twice the guest's CPUs, as on the host target).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Plan {
     pub ids: Vec<String>,
-    pub test_threads: usize,
+    pub test_threads: Option<usize>,
 }
 
 /// Lines the guest writes. `run_started`, `case` and `run_finished` are the host target's own
