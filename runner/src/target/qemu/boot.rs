@@ -5,8 +5,7 @@
 
 use super::command::QemuConfig;
 use super::console::Console;
-use super::protocol::{GuestEvent, Plan};
-use crate::probe::Probe;
+use super::protocol::{GuestEvent, GuestUp, Plan};
 use crate::report::event::CaseEvent;
 use nix::sys::signal::{Signal as UnixSignal, killpg};
 use nix::unistd::Pid;
@@ -80,7 +79,7 @@ fn strip_timestamp(line: &str) -> &str {
 /// The boot's owner decides what to run and records results.
 pub trait BootHandler {
     /// The guest is up (its probe); the plan to send it, or why this boot must end.
-    fn started(&mut self, probe: Probe, fingerprint: String, timeout_scale: f64) -> Result<Plan, String>;
+    fn started(&mut self, up: GuestUp) -> Result<Plan, String>;
     fn case(&mut self, event: CaseEvent);
     /// How long the case `id` may run before the host gives up on the guest.
     fn deadline(&self, id: &str) -> Duration;
@@ -345,11 +344,11 @@ impl Boot<'_> {
     fn line(&mut self, line: &str, port: Option<&mut UnixStream>) {
         let Ok(event) = serde_json::from_str::<GuestEvent>(line) else { return };
         match event {
-            GuestEvent::RunStarted { probe, fingerprint, timeout_scale, .. } => {
+            GuestEvent::RunStarted(up) => {
                 self.started = true;
                 self.run_started = Some(self.start.elapsed());
                 let Some(port) = port else { return };
-                match self.handler.started(*probe, fingerprint, timeout_scale) {
+                match self.handler.started(*up) {
                     Ok(plan) => {
                         let sent = serde_json::to_string(&plan)
                             .map_err(|e| e.to_string())

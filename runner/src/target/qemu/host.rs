@@ -104,8 +104,8 @@ pub fn run(
     let (plan_tx, plan_rx) = mpsc::channel();
     let boots = std::thread::spawn(move || manager.run(first_tx, plan_rx));
 
-    let (probe, fingerprint, timeout_scale) = match first_rx.recv() {
-        Ok(FirstBoot::Up { probe, fingerprint, timeout_scale }) => (probe, fingerprint, timeout_scale),
+    let up = match first_rx.recv() {
+        Ok(FirstBoot::Up(up)) => up,
         Ok(FirstBoot::Broken { why, console }) => {
             let _ = boots.join();
             let _ = std::fs::remove_file(&initrd.path);
@@ -117,7 +117,8 @@ pub fn run(
             return broken("the boot manager stopped before the first boot");
         }
     };
-    let trials = trials(&selection, &probe, &fingerprint, &shared);
+    let fingerprint = up.fingerprint.clone();
+    let trials = trials(&selection, &up.probe, &fingerprint, &shared);
     let ids: Vec<String> =
         trials.iter().filter(|t| !la.is_filtered_out(t) && !la.is_ignored(t)).map(|t| t.name().to_string()).collect();
     if let Ok(mut sink) = shared.sink.lock() {
@@ -126,10 +127,10 @@ pub fn run(
             gmemconf: env!("CARGO_PKG_VERSION"),
             target: "qemu",
             fingerprint: fingerprint.clone(),
-            probe: &probe,
+            probe: &up.probe,
             cases: ids.len(),
-            kernel_log_unwatched: None,
-            timeout_scale,
+            kernel_log_unwatched: up.kernel_log_unwatched.clone(),
+            timeout_scale: up.timeout_scale,
         });
     }
     let _ = plan_tx.send(ids);

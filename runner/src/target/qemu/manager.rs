@@ -6,8 +6,7 @@
 use super::board::Board;
 use super::boot::{BootEnd, BootHandler, BootReport, Limits, boot};
 use super::command::{Accel, QemuConfig};
-use super::protocol::Plan;
-use crate::probe::Probe;
+use super::protocol::{GuestUp, Plan};
 use crate::report::event::{CaseEvent, Outcome};
 use crate::run::EventSink;
 use crate::suite::Case;
@@ -46,7 +45,7 @@ impl Shared {
 
 /// The first boot's news for the main thread.
 pub enum FirstBoot {
-    Up { probe: Box<Probe>, fingerprint: String, timeout_scale: f64 },
+    Up(Box<GuestUp>),
     Broken { why: String, console: String },
 }
 
@@ -390,12 +389,12 @@ impl Book {
 }
 
 impl BootHandler for Run<'_> {
-    fn started(&mut self, probe: Probe, fingerprint: String, timeout_scale: f64) -> Result<Plan, String> {
+    fn started(&mut self, up: GuestUp) -> Result<Plan, String> {
+        let fingerprint = up.fingerprint.clone();
         if let Some((tx, rx)) = self.first.take() {
-            self.m.fingerprint = Some(fingerprint.clone());
-            self.m.timeout_scale = timeout_scale;
-            tx.send(FirstBoot::Up { probe: Box::new(probe), fingerprint, timeout_scale })
-                .map_err(|_| "the run was abandoned".to_string())?;
+            self.m.fingerprint = Some(fingerprint);
+            self.m.timeout_scale = up.timeout_scale;
+            tx.send(FirstBoot::Up(Box::new(up))).map_err(|_| "the run was abandoned".to_string())?;
             let ids = rx.recv().map_err(|_| "the run was abandoned".to_string())?;
             self.m.pending = ids.into();
         } else if self.m.fingerprint.as_deref() != Some(fingerprint.as_str()) {

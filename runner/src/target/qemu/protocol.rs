@@ -46,13 +46,7 @@ pub struct Plan {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum GuestEvent {
-    RunStarted {
-        probe: Box<Probe>,
-        fingerprint: String,
-        timeout_scale: f64,
-        #[serde(default)]
-        kernel_log_unwatched: Option<String>,
-    },
+    RunStarted(Box<GuestUp>),
     /// Where the guest's boot time went, by its own clock (ms since the kernel started).
     Timeline {
         init_ms: u64,
@@ -69,6 +63,16 @@ pub enum GuestEvent {
     GuestError {
         message: String,
     },
+}
+
+/// The guest's `run_started`: what its kernel can do.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GuestUp {
+    pub probe: Probe,
+    pub fingerprint: String,
+    pub timeout_scale: f64,
+    #[serde(default)]
+    pub kernel_log_unwatched: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
