@@ -181,6 +181,14 @@ fn a_bad_kernel_spec_is_exit_2(#[case] spec: &str, #[case] message: &str) {
 }
 
 #[rstest]
+fn an_empty_selection_is_exit_2_without_a_boot(kernel: &Kernel) {
+    let out = gmemconf(&["run", "--kernel", &kernel.0, "suites/sealing.yaml", "-f", "no-such-case"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no case matched") && !stderr.contains("qemu-system-x86_64 -accel"), "{stderr}");
+}
+
+#[rstest]
 fn a_kernel_qemu_cannot_load_is_exit_3(kernel: &Kernel) {
     let dir = tempdir("truncated");
     let bytes = std::fs::read(&kernel.0).expect("kernel readable");
