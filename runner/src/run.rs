@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 pub struct Selection {
     pub suites: Vec<Suite>,
     pub baselines: Vec<Baseline>,
+    /// The baseline files those came from (path as shown, text), for a target that loads them
+    /// again elsewhere (the qemu target's guest).
+    pub baseline_texts: Vec<(PathBuf, String)>,
 }
 
 impl Selection {
@@ -87,18 +90,19 @@ pub fn load_selection(paths: &[PathBuf], baselines: BaselineChoice) -> Result<Se
     if !errors.is_empty() {
         return Err(errors);
     }
-    let baselines = match baselines {
+    let baseline_texts = match baselines {
         BaselineChoice::None => Vec::new(),
-        BaselineChoice::Dir(d) => baseline::load_all(Some(d))?,
+        BaselineChoice::Dir(d) => baseline::texts(Some(d))?,
         BaselineChoice::Auto => {
             let beside = sources.iter().find_map(|s| match s {
                 Source::File(p) => p.parent().map(|d| d.join("baselines")).filter(|d| d.is_dir()),
                 Source::Embedded(_) => None,
             });
-            baseline::load_all(beside.as_deref())?
+            baseline::texts(beside.as_deref())?
         }
     };
-    Ok(Selection { suites, baselines })
+    let baselines = baseline::parse_all(&baseline_texts)?;
+    Ok(Selection { suites, baselines, baseline_texts })
 }
 
 /// Why a case cannot run on this target, if it cannot.
@@ -169,10 +173,15 @@ impl Runner {
     }
 
     pub fn start(&self, cases: usize) {
+        self.start_on("host", cases);
+    }
+
+    /// `run_started` naming the target: `host`, or `qemu-guest` inside the qemu target's kernel.
+    pub fn start_on(&self, target: &'static str, cases: usize) {
         let e = RunStarted {
             event: "run_started",
             gmemconf: env!("CARGO_PKG_VERSION"),
-            target: "host",
+            target,
             fingerprint: self.fingerprint.clone(),
             probe: &self.probe,
             cases,
@@ -214,6 +223,7 @@ impl Runner {
             kernel_log: Vec::new(),
             notes: Vec::new(),
             rerun: format!("gmemconf run {} --exact -f '{}'", case.source.path().display(), case.id),
+            target: Some(self.fingerprint.clone()),
         };
         if let Some(reason) = skip_reason(case, &self.probe) {
             event.outcome = Outcome::Skip;

@@ -204,6 +204,7 @@ pub fn perform(w: &World, op: &Op) -> Result<Observed, CaseError> {
         Op::Fork(_) | Op::Repeat(_) => {
             Err(CaseError(format!("`{}` runs only as a step of a case or of another fork or repeat", op.name())))
         }
+        Op::Sysrq { key } => super::ops_sysrq::sysrq(*key),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod ops_mem;
 pub mod ops_memstat;
 pub mod ops_proc;
 pub mod ops_race;
+pub mod ops_sysrq;
 pub mod protocol;
 pub mod race;
 pub mod supervise;

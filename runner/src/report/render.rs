@@ -81,6 +81,7 @@ mod tests {
             notes: Vec::new(),
             rerun: "gmemconf run suites/memslot-sharing.yaml --exact -f 'memslot-sharing::offset-overlap[flags=mmap]'"
                 .into(),
+            target: None,
         };
         let expected = "\
 FAIL memslot-sharing::offset-overlap[flags=mmap] (3 ms)

@@ -1,6 +1,7 @@
 //! Loads a suite file: YAML → located tree → validated cases, every error with file:line:column.
 
 use super::error::{LoadError, NResult, NodeError, unknown_name_help};
+use super::excerpt;
 use super::expect;
 use super::matrix;
 use super::model::{Case, DEFAULT_TIMEOUT, Source, Suite};
@@ -89,17 +90,31 @@ fn parse_suite(root: &Node, source: &Source, text: &Arc<str>, only: Option<&str>
     let mut errors = Vec::new();
     let mut cases = Vec::new();
     let mut ids: HashSet<String> = HashSet::new();
-    let ctx = SuiteContext { name: &name, requires: &requires, timeout, fixtures, source: &source, text, only };
+    // A case process parses only its own case; the runner gives each case the text for that.
+    let spans = only.is_none().then(|| excerpt::spans(root, case_nodes, text));
     let only_name = only.map(|id| {
         let rest = id.strip_prefix(&format!("{name}::")).unwrap_or(id);
         rest.split('[').next().unwrap_or(rest).to_string()
     });
-    for case_node in case_nodes {
+    for (i, case_node) in case_nodes.iter().enumerate() {
         if let Some(wanted) = &only_name
             && case_node.get("name").and_then(Node::as_str) != Some(wanted.as_str())
         {
             continue;
         }
+        let case_text: Arc<str> = match &spans {
+            Some(sp) => Arc::from(excerpt::keep_only(text, sp.items[i], sp.block)),
+            None => text.clone(),
+        };
+        let ctx = SuiteContext {
+            name: &name,
+            requires: &requires,
+            timeout,
+            fixtures,
+            source: &source,
+            text: &case_text,
+            only,
+        };
         match parse_case(case_node, &ctx) {
             Ok(expanded) => {
                 for case in expanded {
@@ -117,7 +132,11 @@ fn parse_suite(root: &Node, source: &Source, text: &Arc<str>, only: Option<&str>
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() { Ok(Suite { name, summary, source: (*source).clone(), cases }) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(Suite { name, summary, source: (*source).clone(), cases, text: text.clone() })
+    } else {
+        Err(errors)
+    }
 }
 
 /// What every case of a suite shares.

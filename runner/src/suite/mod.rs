@@ -4,6 +4,7 @@ pub mod args;
 pub mod baseline;
 pub mod embedded;
 pub mod error;
+pub mod excerpt;
 pub mod expect;
 pub mod load;
 pub mod matrix;

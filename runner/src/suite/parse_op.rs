@@ -365,6 +365,18 @@ pub fn parse_op(op: &str, op_node: &Node, node: &Node) -> NResult<Op> {
         "mem_snapshot" => super::parse_proc::mem_snapshot(node)?,
         "mem_growth" => super::parse_proc::mem_growth(node)?,
         "host_check" => Op::HostCheck { pages: tracked(&args(&["map", "offset", "first", "pages"])?)? },
+        "sysrq" => {
+            let a = args(&["key"])?;
+            let key = a.string_req("key")?;
+            let mut chars = key.chars();
+            match (chars.next(), chars.next()) {
+                (Some(k), None) if k.is_ascii_alphanumeric() => Op::Sysrq { key: k },
+                _ => {
+                    return Err(NodeError::at(a.req("key")?, format!("`{key}` is not a sysrq key"))
+                        .help("one letter or digit, as in Documentation/admin-guide/sysrq.rst (e.g. `key: c`)"));
+                }
+            }
+        }
         other => {
             return Err(
                 NodeError::at(op_node, format!("unknown step `{other}`")).help(unknown_name_help(other, STEP_NAMES))

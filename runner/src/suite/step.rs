@@ -302,6 +302,11 @@ pub enum Op {
     MemGrowth {
         since: String,
     },
+    /// Test-only: writes `key` to /proc/sysrq-trigger (`c` panics the kernel). Refused outside the
+    /// qemu target's guest, whose kernel is disposable.
+    Sysrq {
+        key: char,
+    },
 }
 
 /// Every step name, for "unknown step" help.
@@ -352,6 +357,7 @@ pub const STEP_NAMES: &[&str] = &[
     "repeat",
     "mem_snapshot",
     "mem_growth",
+    "sysrq",
 ];
 
 /// Keys a step may carry beside its operation.
@@ -407,6 +413,7 @@ impl Op {
             Op::Repeat(_) => "repeat",
             Op::MemSnapshot { .. } => "mem_snapshot",
             Op::MemGrowth { .. } => "mem_growth",
+            Op::Sysrq { .. } => "sysrq",
         }
     }
 
