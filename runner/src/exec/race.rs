@@ -136,6 +136,7 @@ impl Shared {
         }
         match thread.repeat {
             Repeat::Times(n) => iteration >= n,
+            Repeat::UntilDeadline => false,
             Repeat::WhileOthersRun => self.counted_left.load(Ordering::SeqCst) == 0,
         }
     }
@@ -160,7 +161,7 @@ pub fn run_race(world: &Arc<World>, race: &Race, met: Arc<Met>) -> RaceReport {
         board,
         met,
         halt: AtomicBool::new(false),
-        counted_left: AtomicUsize::new(race.threads.iter().filter(|t| matches!(t.repeat, Repeat::Times(_))).count()),
+        counted_left: AtomicUsize::new(race.threads.iter().filter(|t| t.repeat.ends_race()).count()),
         failure: Mutex::new(None),
         iterations: (0..n).map(|_| AtomicU64::new(0)).collect(),
         pthreads: (0..n).map(|_| AtomicU64::new(0)).collect(),
@@ -179,7 +180,7 @@ pub fn run_race(world: &Arc<World>, race: &Race, met: Arc<Met>) -> RaceReport {
             let thread = &mine.race.threads[i];
             run_thread(&mine, i, thread);
             mine.running[i].store(false, Ordering::SeqCst);
-            if matches!(thread.repeat, Repeat::Times(_)) && mine.counted_left.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if thread.repeat.ends_race() && mine.counted_left.fetch_sub(1, Ordering::SeqCst) == 1 {
                 mine.board.stop();
             }
         });

@@ -6,7 +6,7 @@
 //!     seed: 0x5eed            # optional: fixes the threads' random choices
 //!     threads:
 //!       vcpu0: { repeat: while_others_run, steps: [ { guest: { program: check_loop, ... } } ] }
-//!       puncher: { repeat: 500, steps: [ { punch_cycle: { gmem: g, map: m, pages: 16 } } ] }
+//!       puncher: { repeat: until_deadline, steps: [ { punch_cycle: { gmem: g, map: m, pages: 16 } } ] }
 //! ```
 
 use super::error::{NResult, NodeError, unknown_name_help};
@@ -41,7 +41,7 @@ pub fn parse(node: &Node) -> NResult<Race> {
     }
     if threads.iter().all(|t| t.repeat == Repeat::WhileOthersRun) {
         return Err(NodeError::at(threads_node, "every thread runs while the others run: none of them ends the race")
-            .help("give at least one thread a `repeat` count"));
+            .help("give at least one thread a `repeat` count or `until_deadline`"));
     }
     Ok(Race { threads, duration, seed })
 }
@@ -60,10 +60,11 @@ fn parse_thread(name_node: &Node, body: &Node) -> NResult<RaceThread> {
     let repeat = match body.get("repeat") {
         None => Repeat::Times(1),
         Some(n) if n.as_str() == Some("while_others_run") => Repeat::WhileOthersRun,
+        Some(n) if n.as_str() == Some("until_deadline") => Repeat::UntilDeadline,
         Some(n) => match names::parse_u64(n) {
             Ok(0) | Err(_) => {
                 return Err(NodeError::at(n, format!("bad repeat `{}`", n.render_compact()))
-                    .help("write a count of at least 1, or `while_others_run`"));
+                    .help("write a count of at least 1, `until_deadline`, or `while_others_run`"));
             }
             Ok(times) => Repeat::Times(times),
         },

@@ -45,8 +45,17 @@ pub enum SpliceDir {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Repeat {
     Times(u64),
-    /// Until every counted thread has finished (or the race's duration is up).
+    /// Over and over until the race's duration is up.
+    UntilDeadline,
+    /// Until every other thread that ends the race has finished (or the duration is up).
     WhileOthersRun,
+}
+
+impl Repeat {
+    /// Whether the race waits for this thread (a `while_others_run` thread only keeps pace).
+    pub fn ends_race(self) -> bool {
+        !matches!(self, Repeat::WhileOthersRun)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
