@@ -49,6 +49,11 @@ enum Cmd {
         race_seconds: f64,
         /// Suites to time (default: the built-in suites).
         suites: Vec<PathBuf>,
+        /// Run the benchmarks inside this kernel, booted in QEMU (as `run --kernel`).
+        #[arg(long, value_name = "SPEC")]
+        kernel: Option<String>,
+        #[arg(long, value_enum, default_value_t = qemu::AccelChoice::Auto, requires = "kernel")]
+        accel: qemu::AccelChoice,
     },
     /// Internal: the qemu target's guest runner, started by gmemconf as the test kernel's init.
     #[command(name = "__guest", hide = true)]
@@ -163,7 +168,10 @@ pub fn main() -> ExitCode {
         Cmd::List(args) => list(args),
         Cmd::Validate { files } => validate(&files),
         Cmd::Probe { format } => probe_cmd(format),
-        Cmd::Bench { iterations, race_seconds, suites } => bench(iterations, race_seconds, suites),
+        Cmd::Bench { iterations, race_seconds, suites, kernel, accel } => match kernel {
+            Some(k) => bench_in_guest(&k, accel, iterations, race_seconds, &suites),
+            None => bench(iterations, race_seconds, suites),
+        },
         Cmd::Guest { events_fd } => ExitCode::from(qemu::guest::guest_main(events_fd) as u8),
         Cmd::Case { suite, id, text_on_stdin } => {
             ExitCode::from(crate::exec::child::case_main(&suite, &id, text_on_stdin) as u8)
@@ -237,6 +245,7 @@ fn run(args: RunArgs) -> ExitCode {
             accel: args.accel,
             test_threads: args.test_threads,
             timeout_scale: args.timeout_scale,
+            seed: args.seed.clone(),
         };
         return qemu::run(&opts, selection, la, sink_out);
     }
@@ -443,6 +452,33 @@ fn bench(iterations: u32, race_seconds: f64, suites: Vec<PathBuf>) -> ExitCode {
             ExitCode::from(exit::TARGET_BROKEN)
         }
     }
+}
+
+/// `bench --kernel`: the same benchmarks, inside the kernel under test.
+fn bench_in_guest(
+    kernel: &str,
+    accel: qemu::AccelChoice,
+    iterations: u32,
+    race_seconds: f64,
+    suites: &[PathBuf],
+) -> ExitCode {
+    let mut files = Vec::new();
+    let mut args = vec!["bench".to_string(), "--iterations".into(), iterations.to_string()];
+    args.extend(["--race-seconds".into(), race_seconds.to_string()]);
+    for (i, s) in suites.iter().enumerate() {
+        if !s.is_file() {
+            eprintln!(
+                "{}: error: no such suite file\n  help: give suite files (directories are not packed)",
+                s.display()
+            );
+            return ExitCode::from(exit::USAGE);
+        }
+        let inside = format!("/gmemconf/bench-suite-{i}.yaml");
+        files.push((s.display().to_string(), inside.clone()));
+        args.push(inside);
+    }
+    let deadline = std::time::Duration::from_secs(3600);
+    qemu::exec::run_in_guest(kernel, accel, args, qemu::exec::Files { suites: files }, deadline)
 }
 
 fn probe_cmd(format: Format) -> ExitCode {

@@ -114,6 +114,9 @@ struct Shared {
     running: Vec<AtomicBool>,
     /// The step each thread is performing (index into its steps), for hang reports.
     current: Vec<AtomicUsize>,
+    /// The watching thread, woken when a thread ends or fails (it sleeps otherwise: a waking
+    /// watcher would take the CPU from vCPUs for nothing).
+    watcher: std::thread::Thread,
 }
 
 impl Shared {
@@ -128,6 +131,7 @@ impl Shared {
     fn end(&self) {
         self.halt.store(true, Ordering::SeqCst);
         self.board.stop();
+        self.watcher.unpark();
     }
 
     fn should_stop(&self, thread: &RaceThread, iteration: u64) -> bool {
@@ -167,6 +171,7 @@ pub fn run_race(world: &Arc<World>, race: &Race, met: Arc<Met>) -> RaceReport {
         pthreads: (0..n).map(|_| AtomicU64::new(0)).collect(),
         running: (0..n).map(|_| AtomicBool::new(true)).collect(),
         current: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+        watcher: std::thread::current(),
     });
     let start = Instant::now();
     let mut handles = Vec::new();
@@ -183,6 +188,7 @@ pub fn run_race(world: &Arc<World>, race: &Race, met: Arc<Met>) -> RaceReport {
             if thread.repeat.ends_race() && mine.counted_left.fetch_sub(1, Ordering::SeqCst) == 1 {
                 mine.board.stop();
             }
+            mine.watcher.unpark();
         });
         match spawned {
             Ok(h) => handles.push(h),
@@ -259,11 +265,12 @@ fn watch(shared: &Shared, start: Instant) -> bool {
         if shared.halt.load(Ordering::SeqCst) || shared.counted_left.load(Ordering::SeqCst) == 0 {
             break Instant::now();
         }
-        if start.elapsed() >= shared.race.duration {
+        let left = shared.race.duration.saturating_sub(start.elapsed());
+        if left.is_zero() {
             shared.end();
             break Instant::now();
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::park_timeout(left);
     };
     let mut last_kick: Option<Instant> = None;
     let grace = grace();

@@ -86,6 +86,10 @@ fn load_args() -> Result<(Selection, f64), String> {
         baseline_texts.push((PathBuf::from(&b.shown_as), text));
     }
     let baselines = baseline::parse_all(&baseline_texts).map_err(joined)?;
+    if let Some(seed) = &args.seed {
+        // SAFETY: no other thread runs yet; case processes inherit the seed from the environment.
+        unsafe { std::env::set_var(crate::exec::race::SEED_ENV, seed) };
+    }
     Ok((Selection { suites, baselines, baseline_texts }, args.timeout_scale))
 }
 

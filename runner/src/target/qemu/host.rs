@@ -28,6 +28,8 @@ pub struct QemuOptions {
     /// Cases at once inside the guest (default: twice its CPUs).
     pub test_threads: Option<usize>,
     pub timeout_scale: f64,
+    /// `--seed`, passed on to the guest's race steps.
+    pub seed: Option<String>,
 }
 
 const GUEST_CPUS: usize = 2;
@@ -69,7 +71,7 @@ pub fn run(
     if let Err(e) = std::fs::create_dir_all(&run_dir) {
         return broken(&format!("cannot create {}: {e}", run_dir.display()));
     }
-    let payload = payload(&selection, opts.timeout_scale * accel.timeout_factor());
+    let payload = payload(&selection, opts.timeout_scale * accel.timeout_factor(), opts.seed.clone());
     let packing = Instant::now();
     let initrd = match initramfs::build(&exe, &image, &initramfs::cache_dir(), &payload, &run_dir.join("initrd.cpio")) {
         Ok(b) => b,
@@ -218,7 +220,7 @@ fn trials(selection: &Selection, probe: &Probe, fingerprint: &str, shared: &Arc<
 }
 
 /// The suite and baseline texts the selection came from, and the args naming them.
-fn payload(selection: &Selection, timeout_scale: f64) -> Payload {
+pub(super) fn payload(selection: &Selection, timeout_scale: f64, seed: Option<String>) -> Payload {
     let mut files = Vec::new();
     let mut suites = Vec::new();
     for (i, s) in selection.suites.iter().enumerate() {
@@ -232,10 +234,10 @@ fn payload(selection: &Selection, timeout_scale: f64) -> Payload {
         files.push((file.clone(), text.clone()));
         baselines.push(BaselineFile { shown_as: shown_as.display().to_string(), file });
     }
-    Payload { args: GuestArgs { suites, baselines, timeout_scale }, files }
+    Payload { args: GuestArgs { suites, baselines, timeout_scale, seed, exec: Vec::new() }, files }
 }
 
-fn limits(accel: Accel) -> Limits {
+pub(super) fn limits(accel: Accel) -> Limits {
     match accel {
         Accel::Tcg => Limits {
             boot: Duration::from_secs(60),
@@ -250,7 +252,7 @@ fn limits(accel: Accel) -> Limits {
     }
 }
 
-fn broken(why: &str) -> ExitCode {
+pub(super) fn broken(why: &str) -> ExitCode {
     eprintln!("gmemconf: the qemu target cannot run: {why}");
     ExitCode::from(exit::TARGET_BROKEN)
 }

@@ -111,7 +111,7 @@ mod tests {
         std::fs::write(&exe, [&[0x7f][..], &[b'E'; 63], b"\x7fELF not really"].concat()).expect("write");
         let image = Loadable { header: [b'H'; 64], end: 64 + 15 };
         let payload = Payload {
-            args: GuestArgs { suites: vec![], baselines: vec![], timeout_scale: 1.0 },
+            args: GuestArgs { suites: vec![], baselines: vec![], timeout_scale: 1.0, seed: None, exec: vec![] },
             files: vec![("/gmemconf/s0.yaml".into(), "suite: x\n".into())],
         };
         let cache = dir.join("cache");

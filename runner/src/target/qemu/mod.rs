@@ -7,6 +7,7 @@ pub mod command;
 pub mod console;
 pub mod cpio;
 pub mod elf;
+pub mod exec;
 pub mod guest;
 pub mod host;
 pub mod initramfs;

@@ -47,6 +47,9 @@ pub fn main() -> ! {
 
 fn run() -> Result<(), String> {
     mount_all()?;
+    if let Some(exec) = exec_args() {
+        return run_on_console(&exec);
+    }
     let init_ms = uptime_ms();
     let port = port::open(PORT_NAME, Duration::from_secs(10))?;
     let _ = EVENTS.set(port.as_raw_fd());
@@ -57,6 +60,31 @@ fn run() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The arguments of an `exec` run, if the host asked for one.
+fn exec_args() -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(super::protocol::ARGS_PATH).ok()?;
+    let args: super::protocol::GuestArgs = serde_json::from_str(&text).ok()?;
+    (!args.exec.is_empty()).then_some(args.exec)
+}
+
+/// Runs gmemconf with `exec` on the console and says how it ended, in a line the host looks for.
+fn run_on_console(exec: &[String]) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find its own executable: {e}"))?;
+    let child = Command::new(&exe)
+        .args(exec)
+        .env("TMPDIR", "/tmp")
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let status = reap_until(Pid::from_raw(child.id() as i32))?;
+    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
+    println!("{EXEC_STATUS}{code}");
+    Ok(())
+}
+
+/// The console line that ends an `exec` run, followed by the exit status.
+pub const EXEC_STATUS: &str = "gmemconf-exec-status: ";
 
 fn mount_all() -> Result<(), String> {
     for m in MOUNTS {

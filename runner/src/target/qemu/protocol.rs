@@ -17,6 +17,13 @@ pub struct GuestArgs {
     pub baselines: Vec<BaselineFile>,
     /// Multiplies every case's timeout on top of what the guest's probe asks for.
     pub timeout_scale: f64,
+    /// `gmemconf run --seed`: the seed of every race that does not fix its own.
+    #[serde(default)]
+    pub seed: Option<String>,
+    /// Instead of the event protocol, run gmemconf with these arguments on the console (the
+    /// qemu form of a command that only prints, such as `bench`).
+    #[serde(default)]
+    pub exec: Vec<String>,
 }
 
 /// A suite the host loaded: its text is packed at `file`; `source` is how the host names it
@@ -138,6 +145,8 @@ mod tests {
             suites: vec![SuiteFile { source: "embedded:suites/sealing.yaml".into(), file: "/gmemconf/s0.yaml".into() }],
             baselines: vec![],
             timeout_scale: 3.0,
+            seed: Some("0x5eed".into()),
+            exec: vec![],
         };
         let text = serde_json::to_string(&a).expect("serializes");
         assert_eq!(serde_json::from_str::<GuestArgs>(&text).expect("parses"), a);
