@@ -3,7 +3,7 @@
 use super::observe::{ObsResult, Observed, judge};
 use super::protocol::{CaseResult, StepFailure};
 use super::world::{CaseError, World};
-use super::{ops_file as file, ops_kvm as kvm, ops_mem as mem};
+use super::{ops_attr as attr, ops_file as file, ops_kvm as kvm, ops_mem as mem};
 use crate::probe::Probe;
 use crate::suite::Case;
 use crate::suite::expect::ResultExp;
@@ -19,9 +19,9 @@ pub fn run_case(case: &Case, probe: &Probe, on_step: &mut dyn FnMut(usize)) -> C
             return CaseResult::Error { step: None, message: e.to_string() };
         }
     };
-    let met = |r: &crate::suite::Requirement| probe.meets(r).is_ok();
     for (i, step) in case.steps.iter().enumerate() {
         on_step(i + 1);
+        let met = |r: &crate::suite::Requirement| probe.meets_on(r, &step.vm_types).is_ok();
         let expected = step.expect.resolve(&met);
         let observed = if matches!(expected.result, ResultExp::Signal(_)) {
             perform_in_fork(&mut world, &step.op)
@@ -101,6 +101,11 @@ pub fn perform(w: &mut World, op: &Op) -> Result<Observed, CaseError> {
         Op::Madvise { map, offset, len, advice } => mem::madvise(w, map, *offset, *len, *advice),
         Op::MemWrite { map, offset, len, byte } => mem::mem_write(w, map, *offset, *len, *byte),
         Op::MemRead { map, offset, len } => mem::mem_read(w, map, *offset, *len),
+        Op::SetAttributes { vm, gpa, size, attributes, flags } => {
+            attr::set_attributes(w, vm, *gpa, *size, *attributes, *flags)
+        }
+        Op::PreFault { vcpu, gpa, size, flags } => attr::pre_fault(w, vcpu, *gpa, *size, *flags),
+        Op::EnableCap { vm, cap, flags, args } => attr::enable_cap(w, vm, *cap, *flags, *args),
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod child;
 pub mod interp;
 pub mod observe;
+pub mod ops_attr;
 pub mod ops_file;
 pub mod ops_kvm;
 pub mod ops_mem;

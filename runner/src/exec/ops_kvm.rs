@@ -2,7 +2,7 @@
 
 use super::observe::{ObsResult, Observed};
 use super::world::{CODE_GPA, CODE_SIZE, CaseError, CodePage, Mapping, Obj, VcpuObj, VmObj, World};
-use crate::guest::{Program, run_program};
+use crate::guest::{Program, run_program_answering};
 use crate::kvm::uapi::{self, CreateGuestMemfd, MemoryRegion, MemoryRegion2};
 use crate::kvm::{GuestExit, Vcpu};
 use crate::suite::expect::FieldVal;
@@ -154,11 +154,16 @@ pub fn memslot(
 }
 
 pub fn guest(w: &mut World, vcpu_name: &str, program: &Program) -> Result<Observed, CaseError> {
-    let obj = w.vcpu_mut(vcpu_name)?;
+    let (obj, vm) = super::ops_attr::vcpu_and_its_vm(w, vcpu_name)?;
+    let mut vmm = super::ops_attr::Conversions::new(vm);
     let call = format!("KVM_RUN of guest program {program:?}");
     // SAFETY: the code page is CODE_SIZE bytes of our own anonymous memory, mapped at code.gpa.
-    let report = unsafe { run_program(&mut obj.vcpu, obj.code.map.ptr, obj.code.gpa, program) }
-        .map_err(|e| CaseError(e.to_string()))?;
+    let report = unsafe {
+        run_program_answering(&mut obj.vcpu, obj.code.map.ptr, obj.code.gpa, program, &mut |nr, args| {
+            vmm.answer(nr, args)
+        })
+    }
+    .map_err(|e| CaseError(e.to_string()))?;
     let mut obs = match &report.last_exit {
         GuestExit::Errno(e) => return Ok(Observed::new(ObsResult::Errno(*e), call)),
         GuestExit::MemoryFault { .. } => {
@@ -190,6 +195,15 @@ pub fn guest(w: &mut World, vcpu_name: &str, program: &Program) -> Result<Observ
     }
     if let Some((gpa, byte)) = report.mismatch {
         obs.note = Some(format!("the guest read {byte:#04x} at gpa {gpa:#x}"));
+    }
+    // A hypercall returns to a 32-bit guest in EAX: -22 arrives as 0xffffffea.
+    if let Some(ret) = report.hypercall_ret {
+        obs = obs.field("ret", FieldVal::Int((ret as u32 as i32).into()));
+    }
+    obs = obs.field("hypercalls", FieldVal::Int(report.hypercalls.into()));
+    if !vmm.log.is_empty() {
+        let log = vmm.log.join("; ");
+        obs.note = Some(obs.note.map_or(log.clone(), |n| format!("{n}; {log}")));
     }
     Ok(obs)
 }

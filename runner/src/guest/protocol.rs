@@ -8,3 +8,5 @@ pub const PORT_DONE: u16 = 0x11;
 pub const PORT_MISMATCH_GPA: u16 = 0x12;
 /// ...then the byte it found there.
 pub const PORT_MISMATCH_BYTE: u16 = 0x13;
+/// `map_gpa`: the value its hypercall returned (RAX; 32 bits in the guest's 32-bit mode).
+pub const PORT_HYPERCALL_RET: u16 = 0x14;

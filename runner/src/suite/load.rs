@@ -6,9 +6,9 @@ use super::matrix;
 use super::model::{Case, DEFAULT_TIMEOUT, Source, Suite};
 use super::node::{self, Node, Value};
 use super::parse_op::parse_op;
-use super::step::{STEP_KEYS, STEP_NAMES, Step};
-use super::{Requirement, embedded};
-use std::collections::{BTreeSet, HashSet};
+use super::step::{Op, STEP_KEYS, STEP_NAMES, Step};
+use super::{Need, Requirement, embedded};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -187,9 +187,9 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
             continue;
         }
         let mut used = Vec::new();
-        let mut requires: Vec<Requirement> = suite_requires.to_vec();
+        let mut declared: Vec<Requirement> = suite_requires.to_vec();
         if let Some(r) = node.get("requires") {
-            requires.extend(requirements(Some(&matrix::substitute(r, &combo, &mut used)?))?);
+            declared.extend(requirements(Some(&matrix::substitute(r, &combo, &mut used)?))?);
         }
         let mut steps = Vec::new();
         let mut defined: Vec<String> = BUILTIN_OBJECTS.iter().map(|s| (*s).to_string()).collect();
@@ -205,12 +205,17 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
             if let Some(d) = step.op.defines() {
                 defined.push(d.to_string());
             }
-            if step.expect.is_unconditional_ok() {
-                requires.extend(step.op.implied_requirements());
-            }
             steps.push(step);
         }
         used_anywhere.extend(used);
+        let vm_types = scope_steps(&mut steps);
+        let mut requires: Vec<Need> =
+            declared.into_iter().map(|what| Need { what, vm_types: vm_types.clone() }).collect();
+        for step in steps.iter().filter(|s| s.expect.is_unconditional_ok()) {
+            requires.extend(
+                step.op.implied_requirements().into_iter().map(|what| Need { what, vm_types: step.vm_types.clone() }),
+            );
+        }
         requires.sort();
         requires.dedup();
         cases.push(Case {
@@ -220,6 +225,7 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
             reference: reference.clone(),
             summary: summary.clone(),
             requires,
+            vm_types,
             timeout,
             ignore: ignore.clone(),
             steps,
@@ -235,6 +241,38 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
         }
     }
     Ok(cases)
+}
+
+/// Gives each step the VM types its `if:` conditions and implied requirements are judged on, and
+/// returns the types the case creates (`[0]` when it has no `vm` step). A step acts on the VM it
+/// names, or on the VM an object it uses was made from (a vCPU, a guest_memfd, a mapping of one).
+fn scope_steps(steps: &mut [Step]) -> Vec<u64> {
+    let mut created: Vec<u64> = Vec::new();
+    for step in steps.iter() {
+        if let Op::Vm { vm_type, .. } = step.op
+            && !created.contains(&vm_type)
+        {
+            created.push(vm_type);
+        }
+    }
+    if created.is_empty() {
+        created.push(0);
+    }
+    let mut made_from: HashMap<String, u64> = HashMap::new();
+    for step in steps.iter_mut() {
+        let vm_type = match step.op {
+            Op::Vm { vm_type, .. } => Some(vm_type),
+            _ => step.op.uses().iter().find_map(|name| made_from.get(*name).copied()),
+        };
+        if let Some(d) = step.op.defines() {
+            match vm_type {
+                Some(t) => made_from.insert(d.to_string(), t),
+                None => made_from.remove(d),
+            };
+        }
+        step.vm_types = vm_type.map_or_else(|| created.clone(), |t| vec![t]);
+    }
+    created
 }
 
 /// Inlines `- use: <fixture>` steps.
@@ -303,7 +341,14 @@ fn parse_step(node: &Node) -> NResult<Step> {
     let op = parse_op(op_name, op_key, args)?;
     let expect = expect::parse(node.get("expect"), op.fields())?;
     let reference = node.get("ref").and_then(Node::as_str).map(str::to_string);
-    Ok(Step { text: format!("{op_name} {}", args.render_compact()), op, expect, loc: op_key.loc, reference })
+    Ok(Step {
+        text: format!("{op_name} {}", args.render_compact()),
+        op,
+        expect,
+        loc: op_key.loc,
+        reference,
+        vm_types: Vec::new(),
+    })
 }
 
 fn required_str(node: &Node, key: &str, help: &str) -> NResult<String> {

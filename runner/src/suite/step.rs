@@ -221,6 +221,25 @@ pub enum Op {
         vcpu: String,
         program: Program,
     },
+    SetAttributes {
+        vm: String,
+        gpa: u64,
+        size: u64,
+        attributes: u64,
+        flags: u64,
+    },
+    PreFault {
+        vcpu: String,
+        gpa: u64,
+        size: u64,
+        flags: u64,
+    },
+    EnableCap {
+        vm: String,
+        cap: u32,
+        flags: u32,
+        args: [u64; 4],
+    },
 }
 
 /// Every step name, for "unknown step" help.
@@ -262,6 +281,9 @@ pub const STEP_NAMES: &[&str] = &[
     "mem_write",
     "mem_read",
     "guest",
+    "set_attributes",
+    "pre_fault",
+    "enable_cap",
 ];
 
 /// Keys a step may carry beside its operation.
@@ -308,6 +330,9 @@ impl Op {
             Op::MemWrite { .. } => "mem_write",
             Op::MemRead { .. } => "mem_read",
             Op::Guest { .. } => "guest",
+            Op::SetAttributes { .. } => "set_attributes",
+            Op::PreFault { .. } => "pre_fault",
+            Op::EnableCap { .. } => "enable_cap",
         }
     }
 
@@ -334,7 +359,9 @@ impl Op {
             }
         }
         match self {
-            Op::Vcpu { vm, .. } | Op::Gmem { vm, .. } => vec![vm],
+            Op::Vcpu { vm, .. } | Op::Gmem { vm, .. } | Op::SetAttributes { vm, .. } | Op::EnableCap { vm, .. } => {
+                vec![vm]
+            }
             Op::CheckExtension { on, .. } => vec![on],
             Op::Memslot { vm, gmem, userspace, .. } => {
                 let mut names = vec![vm.as_str()];
@@ -372,7 +399,7 @@ impl Op {
             | Op::Madvise { map, .. }
             | Op::MemWrite { map, .. }
             | Op::MemRead { map, .. } => vec![map],
-            Op::Guest { vcpu, .. } => vec![vcpu],
+            Op::Guest { vcpu, .. } | Op::PreFault { vcpu, .. } => vec![vcpu],
             _ => Vec::new(),
         }
     }
@@ -384,6 +411,7 @@ impl Op {
             Op::GetSeals { .. } => SEALS_FIELDS,
             Op::MemRead { .. } => MEM_READ_FIELDS,
             Op::Guest { .. } => GUEST_FIELDS,
+            Op::PreFault { .. } => PRE_FAULT_FIELDS,
             _ => VALUE_FIELDS,
         }
     }
@@ -397,17 +425,31 @@ impl Op {
         }
     }
 
-    /// Requirements implied by this step succeeding: a VM of a type, guest_memfd flags.
+    /// Requirements implied by this step succeeding: a VM of a type, guest_memfd and its flags,
+    /// the attributes it sets, pre-faulting, hypercall exits. The loader judges the per-VM ones on
+    /// the type of the VM the step acts on.
     pub fn implied_requirements(&self) -> Vec<super::Requirement> {
         use super::Requirement;
+        use crate::kvm::uapi::{KVM_CAP_EXIT_HYPERCALL, KVM_MEMORY_ATTRIBUTE_PRIVATE};
         match self {
             Op::Vm { vm_type, .. } if *vm_type != 0 => vec![Requirement::VmType(*vm_type)],
-            Op::Gmem { flags, .. } => GMEM_FLAGS
-                .bits
-                .iter()
-                .filter(|(_, bit)| flags & bit != 0)
-                .map(|(_, bit)| Requirement::GmemFlags(*bit))
+            Op::Gmem { flags, .. } => std::iter::once(Requirement::GuestMemfd)
+                .chain(
+                    GMEM_FLAGS
+                        .bits
+                        .iter()
+                        .filter(|(_, bit)| flags & bit != 0)
+                        .map(|(_, bit)| Requirement::GmemFlags(*bit)),
+                )
                 .collect(),
+            // Clearing every attribute is a valid request wherever the ioctl exists, even on a VM
+            // that supports none: only setting one needs it supported.
+            Op::SetAttributes { attributes, .. } if attributes & KVM_MEMORY_ATTRIBUTE_PRIVATE != 0 => {
+                vec![Requirement::PrivateAttribute]
+            }
+            Op::SetAttributes { attributes, .. } if *attributes != 0 => vec![Requirement::MemoryAttributes],
+            Op::PreFault { .. } => vec![Requirement::PreFault],
+            Op::EnableCap { cap, .. } if *cap == KVM_CAP_EXIT_HYPERCALL => vec![Requirement::ExitHypercall],
             _ => Vec::new(),
         }
     }
@@ -426,6 +468,11 @@ static FSTAT_FIELDS: &[FieldSpec] = &[
 ];
 static SEALS_FIELDS: &[FieldSpec] =
     &[FieldSpec { name: "value", kind: FieldKind::Int }, FieldSpec { name: "seals", kind: FieldKind::Flags(&SEALS) }];
+static PRE_FAULT_FIELDS: &[FieldSpec] = &[
+    FieldSpec { name: "value", kind: FieldKind::Int },
+    FieldSpec { name: "gpa", kind: FieldKind::Int },
+    FieldSpec { name: "size", kind: FieldKind::Int },
+];
 static MEM_READ_FIELDS: &[FieldSpec] = &[FieldSpec { name: "bytes", kind: FieldKind::Byte }];
 static GUEST_FIELDS: &[FieldSpec] = &[
     FieldSpec { name: "exit", kind: FieldKind::Word(crate::kvm::vcpu::EXIT_WORDS) },
@@ -435,6 +482,8 @@ static GUEST_FIELDS: &[FieldSpec] = &[
     FieldSpec { name: "size", kind: FieldKind::Int },
     FieldSpec { name: "flags", kind: FieldKind::Flags(&MEMORY_FAULT_FLAGS) },
     FieldSpec { name: "port", kind: FieldKind::Int },
+    FieldSpec { name: "ret", kind: FieldKind::Int },
+    FieldSpec { name: "hypercalls", kind: FieldKind::Int },
 ];
 
 pub const FILE_TYPES: &[&str] = &["regular", "directory", "char", "block", "fifo", "socket", "symlink"];
@@ -448,4 +497,7 @@ pub struct Step {
     /// The step as written, compact, for messages.
     pub text: String,
     pub reference: Option<String>,
+    /// The VM types its `if:` conditions are judged on: the type of the VM it acts on (directly or
+    /// through an object made from that VM), else every type the case creates. Set by the loader.
+    pub vm_types: Vec<u64>,
 }

@@ -1,0 +1,120 @@
+//! Steps on private memory: memory attributes, pre-faulting, VM capabilities to enable, and the
+//! VMM's answer to a guest that asks for a conversion (KVM_HC_MAP_GPA_RANGE).
+
+use super::observe::Observed;
+use super::world::{CaseError, Obj, VcpuObj, World};
+use crate::kvm::Vm;
+use crate::kvm::uapi::{self, MemoryAttributes, PreFaultMemory};
+use crate::suite::expect::FieldVal;
+use crate::suite::names::{EXIT_HYPERCALLS, MEMORY_ATTRIBUTES, render_size};
+use std::rc::Rc;
+
+pub fn set_attributes(
+    w: &World,
+    vm_name: &str,
+    gpa: u64,
+    size: u64,
+    attributes: u64,
+    flags: u64,
+) -> Result<Observed, CaseError> {
+    let vm = w.vm(vm_name)?;
+    let call = format!(
+        "KVM_SET_MEMORY_ATTRIBUTES {{ address: {gpa:#x}, size: {}, attributes: {}, flags: {flags:#x} }}",
+        render_size(size),
+        render_attributes(attributes)
+    );
+    let r = vm.vm.set_memory_attributes_raw(&MemoryAttributes { address: gpa, size, attributes, flags });
+    Ok(Observed::from_result(r, call))
+}
+
+/// KVM_PRE_FAULT_MEMORY once; `gpa` and `size` are what the kernel wrote back: the part of the
+/// range it did not map (api.rst: "the input values are updated to point to the remaining
+/// range"), on success and on failure alike.
+pub fn pre_fault(w: &mut World, vcpu_name: &str, gpa: u64, size: u64, flags: u64) -> Result<Observed, CaseError> {
+    let vcpu = &w.vcpu_mut(vcpu_name)?.vcpu;
+    let call = format!("KVM_PRE_FAULT_MEMORY {{ gpa: {gpa:#x}, size: {}, flags: {flags:#x} }}", render_size(size));
+    let mut range = PreFaultMemory { gpa, size, flags, ..Default::default() };
+    let r = vcpu.pre_fault_memory_raw(&mut range);
+    Ok(Observed::from_result(r, call)
+        .field("gpa", FieldVal::Int(range.gpa.into()))
+        .field("size", FieldVal::Int(range.size.into())))
+}
+
+pub fn enable_cap(w: &World, vm_name: &str, cap: u32, flags: u32, args: [u64; 4]) -> Result<Observed, CaseError> {
+    let vm = w.vm(vm_name)?;
+    let cap_name = uapi::PROBED_CAPS.iter().find(|(_, c)| *c == cap).map_or("?", |(n, _)| *n);
+    let first =
+        if cap == uapi::KVM_CAP_EXIT_HYPERCALL { EXIT_HYPERCALLS.render(args[0]) } else { format!("{:#x}", args[0]) };
+    let call = format!(
+        "KVM_ENABLE_CAP {{ cap: {cap_name} ({cap}), flags: {flags:#x}, args: [{first}, {:#x}, {:#x}, {:#x}] }}",
+        args[1], args[2], args[3]
+    );
+    Ok(Observed::from_result(vm.vm.enable_cap_raw(cap, flags, args), call))
+}
+
+fn render_attributes(attributes: u64) -> String {
+    if attributes == 0 { "none".to_string() } else { MEMORY_ATTRIBUTES.render(attributes) }
+}
+
+/// A vCPU and the VM it was made from (the VM whose guest code page it shares), or None when the
+/// case has closed that VM's fd.
+pub fn vcpu_and_its_vm<'w>(w: &'w mut World, vcpu_name: &str) -> Result<(&'w mut VcpuObj, Option<&'w Vm>), CaseError> {
+    let code = w.vcpu_mut(vcpu_name)?.code.clone();
+    let vm_name = w.objects.iter().find_map(|(name, obj)| match obj {
+        Obj::Vm(v) if v.code.as_ref().is_some_and(|c| Rc::ptr_eq(c, &code)) => Some(name.clone()),
+        _ => None,
+    });
+    drop(code);
+    let Some(vm_name) = vm_name else {
+        return Ok((w.vcpu_mut(vcpu_name)?, None));
+    };
+    match w.objects.get_disjoint_mut([vcpu_name, vm_name.as_str()]) {
+        [Some(Obj::Vcpu(vcpu)), Some(Obj::Vm(vm))] => Ok((vcpu, Some(&vm.vm))),
+        _ => Err(CaseError(format!("`{vcpu_name}` and its VM `{vm_name}` changed under the step"))),
+    }
+}
+
+/// The VMM's answer to guest hypercalls during one guest step, as a VMM does it
+/// (x86/private_mem_conversions_test.c handle_exit_hypercall; api.rst KVM_CAP_EXIT_HYPERCALL):
+/// KVM_HC_MAP_GPA_RANGE converts `[gpa, gpa + npages * 4K)` with KVM_SET_MEMORY_ATTRIBUTES,
+/// private when the attributes ask for encrypted, and returns 0 or the ioctl's -errno.
+pub struct Conversions<'a> {
+    vm: Option<&'a Vm>,
+    /// What each hypercall asked and got, for the step's report.
+    pub log: Vec<String>,
+}
+
+impl<'a> Conversions<'a> {
+    pub fn new(vm: Option<&'a Vm>) -> Conversions<'a> {
+        Conversions { vm, log: Vec::new() }
+    }
+
+    pub fn answer(&mut self, nr: u64, args: &[u64; 6]) -> u64 {
+        let refuse = |errno: u64| errno.wrapping_neg();
+        if nr != uapi::KVM_HC_MAP_GPA_RANGE {
+            self.log.push(format!("hypercall {nr} refused with -KVM_ENOSYS"));
+            return refuse(uapi::KVM_ENOSYS);
+        }
+        let (gpa, npages, attrs) = (args[0], args[1], args[2]);
+        let private = attrs & uapi::KVM_MAP_GPA_RANGE_ENCRYPTED != 0;
+        let to = if private { "private" } else { "shared" };
+        let Some(size) = npages.checked_mul(4096) else {
+            self.log.push(format!("MAP_GPA_RANGE gpa {gpa:#x} npages {npages:#x}: size overflows; -EINVAL"));
+            return refuse(libc::EINVAL as u64);
+        };
+        let Some(vm) = self.vm else {
+            self.log.push(format!("MAP_GPA_RANGE [{gpa:#x}, +{size:#x}) to {to}: the VM's fd is closed; -EBADF"));
+            return refuse(libc::EBADF as u64);
+        };
+        let attributes = if private { uapi::KVM_MEMORY_ATTRIBUTE_PRIVATE } else { 0 };
+        let r = vm.set_memory_attributes_raw(&MemoryAttributes { address: gpa, size, attributes, flags: 0 });
+        self.log.push(format!(
+            "MAP_GPA_RANGE [{gpa:#x}, +{size:#x}) to {to}: KVM_SET_MEMORY_ATTRIBUTES {}",
+            r.map_or_else(|e| format!("failed with {e}"), |_| "succeeded".into())
+        ));
+        match r {
+            Ok(()) => 0,
+            Err(e) => refuse(e as i32 as u64),
+        }
+    }
+}
