@@ -35,9 +35,11 @@ pub fn pre_fault(w: &mut World, vcpu_name: &str, gpa: u64, size: u64, flags: u64
     let call = format!("KVM_PRE_FAULT_MEMORY {{ gpa: {gpa:#x}, size: {}, flags: {flags:#x} }}", render_size(size));
     let mut range = PreFaultMemory { gpa, size, flags, ..Default::default() };
     let r = vcpu.pre_fault_memory_raw(&mut range);
-    Ok(Observed::from_result(r, call)
-        .field("gpa", FieldVal::Int(range.gpa.into()))
-        .field("size", FieldVal::Int(range.size.into())))
+    let mut obs = Observed::from_result(r, call);
+    if r.is_ok() {
+        obs = obs.field("value", FieldVal::Int(0));
+    }
+    Ok(obs.field("gpa", FieldVal::Int(range.gpa.into())).field("size", FieldVal::Int(range.size.into())))
 }
 
 pub fn enable_cap(w: &World, vm_name: &str, cap: u32, flags: u32, args: [u64; 4]) -> Result<Observed, CaseError> {

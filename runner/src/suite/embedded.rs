@@ -4,9 +4,13 @@
 pub const SUITES: &[(&str, &str)] = &[
     ("suites/sealing.yaml", include_str!("../../../suites/sealing.yaml")),
     ("suites/memslot-sharing.yaml", include_str!("../../../suites/memslot-sharing.yaml")),
+    ("suites/conversion.yaml", include_str!("../../../suites/conversion.yaml")),
+    ("suites/prefault.yaml", include_str!("../../../suites/prefault.yaml")),
 ];
 
 pub const BASELINES: &[(&str, &str)] = &[
     ("suites/baselines/sealing.yaml", include_str!("../../../suites/baselines/sealing.yaml")),
     ("suites/baselines/memslot-sharing.yaml", include_str!("../../../suites/baselines/memslot-sharing.yaml")),
+    ("suites/baselines/conversion.yaml", include_str!("../../../suites/baselines/conversion.yaml")),
+    ("suites/baselines/prefault.yaml", include_str!("../../../suites/baselines/prefault.yaml")),
 ];
