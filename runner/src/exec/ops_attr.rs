@@ -120,3 +120,24 @@ impl<'a> Conversions<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vmm_refuses_what_it_cannot_convert() {
+        let mut vmm = Conversions::new(None);
+        assert_eq!(vmm.answer(11, &[0; 6]), uapi::KVM_ENOSYS.wrapping_neg(), "only MAP_GPA_RANGE is answered");
+        let overflow = [0x1000, u64::MAX, uapi::KVM_MAP_GPA_RANGE_ENCRYPTED, 0, 0, 0];
+        assert_eq!(vmm.answer(uapi::KVM_HC_MAP_GPA_RANGE, &overflow) as i64, -(libc::EINVAL as i64));
+        let fine = [0x1000, 1, uapi::KVM_MAP_GPA_RANGE_ENCRYPTED, 0, 0, 0];
+        assert_eq!(
+            vmm.answer(uapi::KVM_HC_MAP_GPA_RANGE, &fine) as i64,
+            -(libc::EBADF as i64),
+            "no VM fd to convert with"
+        );
+        assert_eq!(vmm.log.len(), 3);
+        assert!(vmm.log[2].contains("[0x1000, +0x1000) to private"), "{}", vmm.log[2]);
+    }
+}

@@ -61,7 +61,7 @@ impl GuestExit {
 }
 
 pub const EXIT_WORDS: &[&str] =
-    &["hlt", "io", "mmio", "shutdown", "memory_fault", "internal_error", "hypercall", "fail_entry", "other"];
+    &["hlt", "io", "mmio", "shutdown", "memory_fault", "internal_error", "fail_entry", "other"];
 
 pub struct Vcpu {
     fd: VcpuFd,
