@@ -35,9 +35,9 @@ pub fn pre_fault(w: &mut World, vcpu_name: &str, gpa: u64, size: u64, flags: u64
     let call = format!("KVM_PRE_FAULT_MEMORY {{ gpa: {gpa:#x}, size: {}, flags: {flags:#x} }}", render_size(size));
     let mut range = PreFaultMemory { gpa, size, flags, ..Default::default() };
     let r = vcpu.pre_fault_memory_raw(&mut range);
-    let mut obs = Observed::from_result(r, call);
-    if r.is_ok() {
-        obs = obs.field("value", FieldVal::Int(0));
+    let mut obs = Observed::from_rc(r.map(i64::from), call);
+    if let Ok(v) = r {
+        obs = obs.field("value", FieldVal::Int(v.into()));
     }
     Ok(obs.field("gpa", FieldVal::Int(range.gpa.into())).field("size", FieldVal::Int(range.size.into())))
 }

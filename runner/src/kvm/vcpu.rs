@@ -106,10 +106,11 @@ impl Vcpu {
         self.fd.set_regs(&regs).map_err(errno).named("KVM_SET_REGS")
     }
 
-    /// KVM_PRE_FAULT_MEMORY: on return `range.gpa`/`range.size` hold what is left to do.
-    pub fn pre_fault_memory_raw(&self, range: &mut super::uapi::PreFaultMemory) -> Result<(), Errno> {
+    /// KVM_PRE_FAULT_MEMORY: on return `range.gpa`/`range.size` hold what is left to do; the
+    /// ioctl's return value (0 when at least one page was processed).
+    pub fn pre_fault_memory_raw(&self, range: &mut super::uapi::PreFaultMemory) -> Result<i32, Errno> {
         use std::os::fd::AsRawFd;
-        super::ioctl::ioctl_ptr(self.fd.as_raw_fd(), super::uapi::KVM_PRE_FAULT_MEMORY, range).map(drop)
+        super::ioctl::ioctl_ptr(self.fd.as_raw_fd(), super::uapi::KVM_PRE_FAULT_MEMORY, range)
     }
 
     /// The value the guest's hypercall returns (kvm_run.hypercall.ret), after a
