@@ -5,6 +5,7 @@ use crate::probe;
 use crate::report::console;
 use crate::run::{BaselineChoice, EventSink, Runner, Selection, baseline_for, load_selection, skip_reason};
 use crate::suite::LoadError;
+use crate::target::qemu::{self, AccelChoice, QemuOptions};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -22,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run suites against this host's /dev/kvm (all built-in suites when no file is given).
+    /// Run suites against this host's /dev/kvm, or with --kernel inside that kernel booted in QEMU
+    /// (all built-in suites when no file is given).
     Run(RunArgs),
     /// List every case, with whether it would run here or why it is skipped.
     List(ListArgs),
@@ -35,6 +37,24 @@ enum Cmd {
     Probe {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+    },
+    /// Measure gmemconf's own cost against direct loops making the same calls, and each suite's
+    /// wall time (needs an mmap-able guest_memfd on this host).
+    Bench {
+        /// VM cycles for the interpreter comparison.
+        #[arg(long, default_value_t = 200)]
+        iterations: u32,
+        /// How long each side of the race comparison runs, in seconds.
+        #[arg(long, default_value_t = 3.0)]
+        race_seconds: f64,
+        /// Suites to time (default: the built-in suites).
+        suites: Vec<PathBuf>,
+    },
+    /// Internal: the qemu target's guest runner, started by gmemconf as the test kernel's init.
+    #[command(name = "__guest", hide = true)]
+    Guest {
+        #[arg(long)]
+        events_fd: i32,
     },
     /// Internal: run one case in this process and report on fd 3.
     #[command(name = "__case", hide = true)]
@@ -100,6 +120,17 @@ struct RunArgs {
     /// virtualization, 1 on hardware).
     #[arg(long, default_value_t = 1.0)]
     timeout_scale: f64,
+    /// Seed for every race step that does not fix its own (replays a reported schedule's random
+    /// choices: `--seed 0x5eed`).
+    #[arg(long)]
+    seed: Option<String>,
+    /// Boot this kernel in QEMU and run the cases inside it, on its /dev/kvm (a bzImage path).
+    #[arg(long, value_name = "SPEC")]
+    kernel: Option<String>,
+    /// How QEMU runs the kernel: `auto` uses KVM where this host's /dev/kvm has hardware
+    /// virtualization, else TCG (emulation).
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto, requires = "kernel")]
+    accel: AccelChoice,
     /// Accepted for libtest compatibility (cargo nextest passes them); no effect.
     #[arg(long, hide = true)]
     nocapture: bool,
@@ -116,6 +147,10 @@ struct ListArgs {
 }
 
 pub fn main() -> ExitCode {
+    if std::process::id() == 1 {
+        // The qemu target's initramfs: gmemconf is the test kernel's init.
+        qemu::pid1::main();
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -128,6 +163,8 @@ pub fn main() -> ExitCode {
         Cmd::List(args) => list(args),
         Cmd::Validate { files } => validate(&files),
         Cmd::Probe { format } => probe_cmd(format),
+        Cmd::Bench { iterations, race_seconds, suites } => bench(iterations, race_seconds, suites),
+        Cmd::Guest { events_fd } => ExitCode::from(qemu::guest::guest_main(events_fd) as u8),
         Cmd::Case { suite, id, text_on_stdin } => {
             ExitCode::from(crate::exec::child::case_main(&suite, &id, text_on_stdin) as u8)
         }
@@ -165,6 +202,14 @@ fn run(args: RunArgs) -> ExitCode {
         eprintln!("gmemconf: --timeout-scale must be in (0, 100], got {}", args.timeout_scale);
         return ExitCode::from(exit::USAGE);
     }
+    if let Some(seed) = &args.seed {
+        if crate::exec::race::parse_seed(seed).is_none() {
+            eprintln!("gmemconf: --seed takes a number (decimal or 0x hex), got `{seed}`");
+            return ExitCode::from(exit::USAGE);
+        }
+        // SAFETY: no other thread runs yet; case processes inherit the seed from the environment.
+        unsafe { std::env::set_var(crate::exec::race::SEED_ENV, seed) };
+    }
     if args.test_threads == Some(0) {
         eprintln!("gmemconf: --test-threads must be at least 1");
         return ExitCode::from(exit::USAGE);
@@ -182,36 +227,25 @@ fn run(args: RunArgs) -> ExitCode {
         let _ = libtest_mimic::run(&la, console::trials(&runner, &selection));
         return ExitCode::from(exit::OK);
     }
+    let sink_out = match event_outputs(&args) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    if let Some(kernel) = &args.kernel {
+        let opts = QemuOptions {
+            kernel: kernel.clone(),
+            accel: args.accel,
+            test_threads: args.test_threads,
+            timeout_scale: args.timeout_scale,
+        };
+        return qemu::run(&opts, selection, la, sink_out);
+    }
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
             eprintln!("gmemconf: cannot find its own executable to start case processes: {e}");
             return ExitCode::from(exit::TARGET_BROKEN);
         }
-    };
-    let mut outputs: Vec<Box<dyn Write + Send>> = Vec::new();
-    if args.format == Format::Json {
-        match json_stdout() {
-            Ok(f) => outputs.push(Box::new(f)),
-            Err(e) => {
-                eprintln!("gmemconf: cannot set up JSON output: {e}");
-                return ExitCode::from(exit::TARGET_BROKEN);
-            }
-        }
-    }
-    if let Some(path) = &args.events {
-        match std::fs::File::create(path) {
-            Ok(f) => outputs.push(Box::new(f)),
-            Err(e) => {
-                eprintln!("gmemconf: cannot write events to {}: {e}", path.display());
-                return ExitCode::from(exit::USAGE);
-            }
-        }
-    }
-    let sink_out: Option<Box<dyn Write + Send>> = match outputs.len() {
-        0 => None,
-        1 => outputs.pop(),
-        _ => Some(Box::new(Tee(outputs))),
     };
     let started = Instant::now();
     let probe = probe::gather();
@@ -235,6 +269,34 @@ fn run(args: RunArgs) -> ExitCode {
         return ExitCode::from(exit::USAGE);
     }
     ExitCode::from(if counts.failed() { exit::CASE_FAILED } else { exit::OK })
+}
+
+/// Where the JSON events go: stdout with `--format json`, the `--events` file, or both.
+fn event_outputs(args: &RunArgs) -> Result<Option<Box<dyn Write + Send>>, ExitCode> {
+    let mut outputs: Vec<Box<dyn Write + Send>> = Vec::new();
+    if args.format == Format::Json {
+        match json_stdout() {
+            Ok(f) => outputs.push(Box::new(f)),
+            Err(e) => {
+                eprintln!("gmemconf: cannot set up JSON output: {e}");
+                return Err(ExitCode::from(exit::TARGET_BROKEN));
+            }
+        }
+    }
+    if let Some(path) = &args.events {
+        match std::fs::File::create(path) {
+            Ok(f) => outputs.push(Box::new(f)),
+            Err(e) => {
+                eprintln!("gmemconf: cannot write events to {}: {e}", path.display());
+                return Err(ExitCode::from(exit::USAGE));
+            }
+        }
+    }
+    Ok(match outputs.len() {
+        0 => None,
+        1 => outputs.pop(),
+        _ => Some(Box::new(Tee(outputs))),
+    })
 }
 
 /// Keeps the real stdout for JSON events and points fd 1 at stderr, so that nothing else printed
@@ -349,6 +411,38 @@ fn validate(files: &[PathBuf]) -> ExitCode {
         selection.baselines.len()
     );
     ExitCode::from(exit::OK)
+}
+
+fn bench(iterations: u32, race_seconds: f64, suites: Vec<PathBuf>) -> ExitCode {
+    if iterations == 0 || !(0.1..=600.0).contains(&race_seconds) {
+        eprintln!("gmemconf: bench needs --iterations of at least 1 and --race-seconds in [0.1, 600]");
+        return ExitCode::from(exit::USAGE);
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("gmemconf: cannot find its own executable: {e}");
+            return ExitCode::from(exit::TARGET_BROKEN);
+        }
+    };
+    let probe = probe::gather();
+    let b = crate::bench::Bench {
+        iterations,
+        race_duration: std::time::Duration::from_secs_f64(race_seconds),
+        suites,
+        exe,
+    };
+    match crate::bench::run_all(&b, &probe) {
+        Ok(true) => ExitCode::from(exit::OK),
+        Ok(false) => {
+            eprintln!("gmemconf: a benchmark missed its target");
+            ExitCode::from(exit::CASE_FAILED)
+        }
+        Err(why) => {
+            eprintln!("gmemconf: bench cannot run here: {why}");
+            ExitCode::from(exit::TARGET_BROKEN)
+        }
+    }
 }
 
 fn probe_cmd(format: Format) -> ExitCode {

@@ -1,5 +1,6 @@
 //! gmemconf: a conformance suite and test runner for KVM guest private memory (guest_memfd).
 
+pub mod bench;
 pub mod cli;
 pub mod exec;
 pub mod exit;

@@ -11,12 +11,15 @@ use crate::suite::{Case, LoadError, Source, Suite, embedded};
 use crate::target::kmsg::{self, KernelLog};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 pub struct Selection {
     pub suites: Vec<Suite>,
     pub baselines: Vec<Baseline>,
+    /// The baseline files those came from (path as shown, text), for a target that loads them
+    /// again elsewhere (the qemu target's guest).
+    pub baseline_texts: Vec<(PathBuf, String)>,
 }
 
 impl Selection {
@@ -87,18 +90,19 @@ pub fn load_selection(paths: &[PathBuf], baselines: BaselineChoice) -> Result<Se
     if !errors.is_empty() {
         return Err(errors);
     }
-    let baselines = match baselines {
+    let baseline_texts = match baselines {
         BaselineChoice::None => Vec::new(),
-        BaselineChoice::Dir(d) => baseline::load_all(Some(d))?,
+        BaselineChoice::Dir(d) => baseline::texts(Some(d))?,
         BaselineChoice::Auto => {
             let beside = sources.iter().find_map(|s| match s {
                 Source::File(p) => p.parent().map(|d| d.join("baselines")).filter(|d| d.is_dir()),
                 Source::Embedded(_) => None,
             });
-            baseline::load_all(beside.as_deref())?
+            baseline::texts(beside.as_deref())?
         }
     };
-    Ok(Selection { suites, baselines })
+    let baselines = baseline::parse_all(&baseline_texts)?;
+    Ok(Selection { suites, baselines, baseline_texts })
 }
 
 /// Why a case cannot run on this target, if it cannot.
@@ -152,6 +156,8 @@ pub struct Runner {
     pub timeout_scale: f64,
     pub sink: Mutex<EventSink>,
     started: Instant,
+    /// Cases hold it shared while they run; a `serial` case holds it alone.
+    alone: RwLock<()>,
 }
 
 impl Runner {
@@ -160,14 +166,28 @@ impl Runner {
         let timeout_scale = timeout_scale * probe.virt.timeout_scale();
         let probe_json = serde_json::to_string(&probe).unwrap_or_default();
         let fingerprint = probe.fingerprint();
-        Runner { exe, probe, probe_json, fingerprint, timeout_scale, sink: Mutex::new(sink), started: Instant::now() }
+        Runner {
+            exe,
+            probe,
+            probe_json,
+            fingerprint,
+            timeout_scale,
+            sink: Mutex::new(sink),
+            started: Instant::now(),
+            alone: RwLock::new(()),
+        }
     }
 
     pub fn start(&self, cases: usize) {
+        self.start_on("host", cases);
+    }
+
+    /// `run_started` naming the target: `host`, or `qemu-guest` inside the qemu target's kernel.
+    pub fn start_on(&self, target: &'static str, cases: usize) {
         let e = RunStarted {
             event: "run_started",
             gmemconf: env!("CARGO_PKG_VERSION"),
-            target: "host",
+            target,
             fingerprint: self.fingerprint.clone(),
             probe: &self.probe,
             cases,
@@ -207,19 +227,27 @@ impl Runner {
             baseline: None,
             output: None,
             kernel_log: Vec::new(),
+            notes: Vec::new(),
             rerun: format!("gmemconf run {} --exact -f '{}'", case.source.path().display(), case.id),
+            target: Some(self.fingerprint.clone()),
         };
         if let Some(reason) = skip_reason(case, &self.probe) {
             event.outcome = Outcome::Skip;
             event.reason = Some(reason);
         } else {
             let timeout = Duration::from_secs_f64(case.timeout.as_secs_f64() * self.timeout_scale);
+            let (_shared, _alone) = if case.serial {
+                (None, Some(self.alone.write().unwrap_or_else(|p| p.into_inner())))
+            } else {
+                (Some(self.alone.read().unwrap_or_else(|p| p.into_inner())), None)
+            };
             let watch = kmsg::Watch::start();
-            let sup = run_case_process(&self.exe, case, &self.probe_json, timeout);
+            let sup = run_case_process(&self.exe, case, &self.probe_json, timeout, self.timeout_scale);
             let klog = watch.finish();
             event.duration_ms = sup.duration.as_millis() as u64;
+            event.notes = sup.notes;
             (event.outcome, event.reason, event.failure) = verdict(sup.ending, case, timeout);
-            let kernel_alarmed = judge_kernel_log(&mut event, &klog);
+            let kernel_alarmed = judge_kernel_log(&mut event, &klog, case.serial);
             if event.outcome != Outcome::Pass && !sup.output.is_empty() {
                 event.output = Some(sup.output);
             }
@@ -275,7 +303,7 @@ fn verdict(ending: Ending, case: &Case, timeout: Duration) -> (Outcome, Option<S
 
 /// A kernel that warns, oopses or taints itself while a case runs has failed that case, whatever
 /// the steps saw. Cases run in parallel, so the message says how to attribute it. True if it did.
-fn judge_kernel_log(event: &mut CaseEvent, log: &KernelLog) -> bool {
+fn judge_kernel_log(event: &mut CaseEvent, log: &KernelLog, ran_alone: bool) -> bool {
     event.kernel_log = log.lines.clone();
     let mut alarms: Vec<String> = log.alarms.clone();
     if let Some((before, after)) = log.taint_change {
@@ -284,10 +312,12 @@ fn judge_kernel_log(event: &mut CaseEvent, log: &KernelLog) -> bool {
     if alarms.is_empty() {
         return false;
     }
-    let text = format!(
-        "the kernel reported trouble while this case ran: {} (other cases ran at the same time: rerun alone with --exact to attribute)",
-        alarms.join("; ")
-    );
+    let attribution = if ran_alone {
+        "no other case ran meanwhile"
+    } else {
+        "other cases ran at the same time: rerun alone with --exact to attribute"
+    };
+    let text = format!("the kernel reported trouble while this case ran: {} ({attribution})", alarms.join("; "));
     if event.outcome == Outcome::Pass {
         event.outcome = Outcome::Fail;
     }

@@ -65,7 +65,7 @@ fn a_guest_fills_guest_memfd_memory_and_the_host_sees_it_until_punched() {
     let mut vcpu = Vcpu::new(vm.try_create_vcpu(0).expect("KVM_CREATE_VCPU"));
     let mut run = |p: Program| {
         // SAFETY: `code` is 64 KiB of our memory backing CODE_GPA.
-        unsafe { run_program(&mut vcpu, code.0, CODE_GPA, &p) }.expect("guest program runs")
+        unsafe { run_program(&mut vcpu, code.0, CODE_GPA, 0, &p) }.expect("guest program runs")
     };
 
     let fill = run(Program::Fill { gpa: GPA, len: 8192, byte: 0x5a });

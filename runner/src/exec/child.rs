@@ -19,15 +19,23 @@ pub fn case_main(suite_arg: &str, id: &str, text_on_stdin: bool) -> i32 {
     // SAFETY: fd 3 is open (checked above): the runner set it up as the write end of our report
     // pipe, and nothing else in this process owns it.
     let mut out = unsafe { std::fs::File::from_raw_fd(REPORT_FD) };
-    let mut send = |m: &Message| {
+    let send = |m: &Message| {
         if let Ok(line) = serde_json::to_string(m) {
             let _ = writeln!(out, "{line}");
         }
     };
-    let result = match find_and_run(suite_arg, id, text_on_stdin, &mut |i| send(&Message::Step { index: i })) {
+    let send = std::cell::RefCell::new(send);
+    let result = match find_and_run(
+        suite_arg,
+        id,
+        text_on_stdin,
+        &mut |i| (send.borrow_mut())(&Message::Step { index: i }),
+        &mut |text| (send.borrow_mut())(&Message::Note { text }),
+    ) {
         Ok(r) => r,
         Err(message) => CaseResult::Error { step: None, message },
     };
+    let mut send = send.into_inner();
     send(&Message::Done { result });
     0
 }
@@ -37,6 +45,7 @@ fn find_and_run(
     id: &str,
     text_on_stdin: bool,
     on_step: &mut dyn FnMut(usize),
+    on_note: &mut dyn FnMut(String),
 ) -> Result<CaseResult, String> {
     let source = Source::from_arg(suite_arg);
     let loaded = if text_on_stdin {
@@ -49,5 +58,5 @@ fn find_and_run(
     let suite = loaded.map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
     let case = suite.cases.iter().find(|c| c.id == id).ok_or_else(|| format!("no case `{id}` in {source}"))?;
     let probe: Probe = probe::from_env().unwrap_or_else(probe::gather);
-    Ok(run_case(case, &probe, on_step))
+    Ok(run_case(case, &probe, on_step, on_note))
 }

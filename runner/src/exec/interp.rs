@@ -1,63 +1,154 @@
 //! The step interpreter: performs a case's steps in order and judges each against its expectation.
 
-use super::observe::{ObsResult, Observed, judge};
+use super::observe::{Mismatch, ObsResult, Observed, judge};
+use super::ops_proc::Stop;
 use super::protocol::{CaseResult, StepFailure};
+use super::race::{Met, RaceFailure, run_race};
 use super::world::{CaseError, World};
-use super::{ops_attr as attr, ops_file as file, ops_kvm as kvm, ops_mem as mem};
+use super::{ops_attr as attr, ops_file as file, ops_kvm as kvm, ops_mem as mem, ops_race as race_ops};
 use crate::probe::Probe;
-use crate::suite::Case;
 use crate::suite::expect::ResultExp;
 use crate::suite::step::{Op, Step};
+use crate::suite::{Case, Requirement};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
+use std::sync::Arc;
 
-/// Runs every step of `case`; `on_step` hears of each step before it runs (1-based index).
-pub fn run_case(case: &Case, probe: &Probe, on_step: &mut dyn FnMut(usize)) -> CaseResult {
-    let mut world = match World::new() {
-        Ok(w) => w,
+/// Runs every step of `case`; `on_step` hears of each step before it runs (1-based index), and
+/// `on_note` of what a step has to say beyond its verdict (a race's interleavings).
+pub fn run_case(
+    case: &Case,
+    probe: &Probe,
+    on_step: &mut dyn FnMut(usize),
+    on_note: &mut dyn FnMut(String),
+) -> CaseResult {
+    let world = match World::new() {
+        Ok(w) => Arc::new(w),
         Err(e) => {
             return CaseResult::Error { step: None, message: e.to_string() };
         }
     };
+    let shared_probe = Arc::new(probe.clone());
+    // A requirement in an `if:` is judged on the VM types the step acts on (see suite::load).
+    let met: Arc<Met> = Arc::new(move |r: &Requirement, vm_types: &[u64]| shared_probe.meets_on(r, vm_types).is_ok());
     for (i, step) in case.steps.iter().enumerate() {
         on_step(i + 1);
-        let met = |r: &crate::suite::Requirement| probe.meets_on(r, &step.vm_types).is_ok();
-        let expected = step.expect.resolve(&met);
-        let observed = if matches!(expected.result, ResultExp::Signal(_)) {
-            perform_in_fork(&mut world, &step.op)
-        } else {
-            perform(&mut world, &step.op)
+        let failure = |expected: String, actual: String, call: String, location: String| {
+            CaseResult::Fail(StepFailure {
+                step: i + 1,
+                of: case.steps.len(),
+                op: step.op.name().to_string(),
+                location,
+                expected,
+                actual,
+                call,
+                contract: step.reference.clone().unwrap_or_else(|| case.reference.clone()),
+            })
         };
-        let observed = match observed {
+        if let Op::Race(race) = &step.op {
+            let report = run_race(&world, race, met.clone());
+            on_note(format!("race at {}: {}", location(case, step), report.summary));
+            match report.failure {
+                None => continue,
+                Some(RaceFailure::Step { thread, iteration, step: inner, mismatch, call }) => {
+                    let call = format!("thread `{thread}`, iteration {iteration}: {call} (seed {:#x})", report.seed);
+                    return failure(mismatch.expected, mismatch.actual, call, location(case, &inner));
+                }
+                Some(RaceFailure::Hang { thread, step: inner }) => {
+                    let actual = format!(
+                        "thread `{thread}` was still in its step ({}) {:.1} s after the race ended; kicked with SIGUSR1",
+                        inner.text,
+                        super::race::grace().as_secs_f64()
+                    );
+                    let call = format!("race (seed {:#x})", report.seed);
+                    return failure(
+                        "every thread stops within the grace period (a vCPU leaves KVM_RUN when asked)".into(),
+                        actual,
+                        call,
+                        location(case, &inner),
+                    );
+                }
+                Some(RaceFailure::Error { thread, message }) => {
+                    return CaseResult::Error {
+                        step: Some(i + 1),
+                        message: format!("{message} (thread `{thread}` of the race at {})", location(case, step)),
+                    };
+                }
+            }
+        }
+        if matches!(step.op, Op::Fork(_) | Op::Repeat(_)) {
+            match super::ops_proc::run_step(&world, step, &*met, &case.source.to_string(), &mut |_| {}) {
+                Ok(()) => continue,
+                Err(Stop::Fail(f)) => {
+                    let f = *f;
+                    return CaseResult::Fail(StepFailure {
+                        step: i + 1,
+                        of: case.steps.len(),
+                        op: f.path,
+                        location: f.location,
+                        expected: f.expected,
+                        actual: f.actual,
+                        call: f.call,
+                        contract: f
+                            .contract
+                            .or_else(|| step.reference.clone())
+                            .unwrap_or_else(|| case.reference.clone()),
+                    });
+                }
+                Err(Stop::Error(message)) => return CaseResult::Error { step: Some(i + 1), message },
+            }
+        }
+        let observed = match perform_and_judge(&world, step, &*met) {
             Ok(o) => o,
-            Err(CaseError(message)) => {
+            Err(Judged::Error(message)) => {
                 return CaseResult::Error {
                     step: Some(i + 1),
                     message: format!("{} (at {})", message, location(case, step)),
                 };
             }
+            Err(Judged::Mismatch { mismatch, call }) => {
+                return failure(mismatch.expected, mismatch.actual, call, location(case, step));
+            }
         };
-        if let Err(m) = judge(expected, &step.op.implied_fields(), &observed, step.op.fields()) {
-            return CaseResult::Fail(StepFailure {
-                step: i + 1,
-                of: case.steps.len(),
-                op: step.op.name().to_string(),
-                location: location(case, step),
-                expected: m.expected,
-                actual: m.actual,
-                call: observed.call,
-                contract: step.reference.clone().unwrap_or_else(|| case.reference.clone()),
-            });
+        if let Op::MemGrowth { since } = &step.op {
+            let grown = super::ops_memstat::summary(&observed);
+            on_note(format!("memory growth since `{since}` at {}: {grown}", location(case, step)));
         }
     }
     CaseResult::Pass
+}
+
+/// Why a plain step did not meet its expectation.
+pub enum Judged {
+    Mismatch {
+        mismatch: Mismatch,
+        call: String,
+    },
+    /// gmemconf could not carry the step out (not a kernel verdict).
+    Error(String),
+}
+
+/// Performs one plain step (in a forked copy when it expects a signal) and judges what it
+/// observed against its expectation, resolved on this target.
+pub fn perform_and_judge(w: &World, step: &Step, met: &Met) -> Result<Observed, Judged> {
+    let expected = step.expect.resolve(&|r| met(r, &step.vm_types));
+    let observed = if matches!(expected.result, ResultExp::Signal(_)) {
+        perform_in_fork(w, &step.op)
+    } else {
+        perform(w, &step.op)
+    }
+    .map_err(|CaseError(message)| Judged::Error(message))?;
+    match judge(expected, step.op.implied_fields(), step.op.invariant_fields(), &observed, step.op.fields()) {
+        Ok(()) => Ok(observed),
+        Err(mismatch) => Err(Judged::Mismatch { mismatch, call: observed.call.into_owned() }),
+    }
 }
 
 fn location(case: &Case, step: &Step) -> String {
     format!("{}:{}", case.source, step.loc)
 }
 
-pub fn perform(w: &mut World, op: &Op) -> Result<Observed, CaseError> {
+pub fn perform(w: &World, op: &Op) -> Result<Observed, CaseError> {
     match op {
         Op::Vm { name, vm_type } => Ok(kvm::vm(w, name, *vm_type)),
         Op::Vcpu { name, vm, id } => kvm::vcpu(w, name, vm, *id),
@@ -106,13 +197,27 @@ pub fn perform(w: &mut World, op: &Op) -> Result<Observed, CaseError> {
         }
         Op::PreFault { vcpu, gpa, size, flags } => attr::pre_fault(w, vcpu, *gpa, *size, *flags),
         Op::EnableCap { vm, cap, flags, args } => attr::enable_cap(w, vm, *cap, *flags, *args),
+        Op::PunchCycle { gmem, pages } => race_ops::punch_cycle(w, gmem, pages),
+        Op::HostCheck { pages } => race_ops::host_check(w, pages),
+        Op::PunchVerify { gmem, pages } => race_ops::punch_verify(w, gmem, pages),
+        Op::Sleep { duration } => {
+            std::thread::sleep(*duration);
+            Ok(Observed::new(ObsResult::Ok(0), format!("sleep {} ms", duration.as_millis())))
+        }
+        Op::MemSnapshot { name } => super::ops_memstat::mem_snapshot(w, name),
+        Op::MemGrowth { since } => super::ops_memstat::mem_growth(w, since),
+        Op::Race(_) => Err(CaseError("a race runs only as a step of its own, not inside another step".into())),
+        Op::Fork(_) | Op::Repeat(_) => {
+            Err(CaseError(format!("`{}` runs only as a step of a case or of another fork or repeat", op.name())))
+        }
+        Op::Sysrq { key } => super::ops_sysrq::sysrq(*key),
     }
 }
 
 /// Performs a step that is expected to die of a signal in a forked copy of this (single-threaded)
 /// case process, so that the signal ends only the copy. Writes through shared mappings remain;
 /// objects the step would make do not.
-fn perform_in_fork(w: &mut World, op: &Op) -> Result<Observed, CaseError> {
+fn perform_in_fork(w: &World, op: &Op) -> Result<Observed, CaseError> {
     // SAFETY: the case process is single-threaded here; the child only performs the step and
     // leaves with _exit, running no destructors and touching no lock another thread could hold.
     match unsafe { fork() } {

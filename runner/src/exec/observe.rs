@@ -4,6 +4,7 @@ use crate::suite::expect::{FieldSpec, FieldVal, Outcome, ResultExp};
 use crate::suite::names::errno_name;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
+use std::borrow::Cow;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ObsResult {
@@ -19,18 +20,19 @@ pub struct Observed {
     pub result: ObsResult,
     pub fields: Vec<(&'static str, FieldVal)>,
     /// The call as made, with its arguments: `KVM_SET_USER_MEMORY_REGION2 { slot: 1, ... }`.
-    pub call: String,
+    /// (A hot race step may name itself only, and give the arguments when something is wrong.)
+    pub call: Cow<'static, str>,
     /// What else was seen that helps a reader (a guest's mismatch, a partial read).
     pub note: Option<String>,
 }
 
 impl Observed {
-    pub fn new(result: ObsResult, call: impl Into<String>) -> Observed {
+    pub fn new(result: ObsResult, call: impl Into<Cow<'static, str>>) -> Observed {
         Observed { result, fields: Vec::new(), call: call.into(), note: None }
     }
 
     /// From a syscall's result as `sys` captured it.
-    pub fn from_rc(rc: Result<i64, Errno>, call: impl Into<String>) -> Observed {
+    pub fn from_rc(rc: Result<i64, Errno>, call: impl Into<Cow<'static, str>>) -> Observed {
         let result = match rc {
             Ok(v) => ObsResult::Ok(v),
             Err(e) => ObsResult::Errno(e),
@@ -38,7 +40,7 @@ impl Observed {
         Observed::new(result, call)
     }
 
-    pub fn from_result<T>(r: Result<T, Errno>, call: impl Into<String>) -> Observed {
+    pub fn from_result<T>(r: Result<T, Errno>, call: impl Into<Cow<'static, str>>) -> Observed {
         Observed::new(
             match r {
                 Ok(_) => ObsResult::Ok(0),
@@ -110,29 +112,38 @@ pub fn render_actual(obs: &Observed, specs: &[FieldSpec]) -> String {
 /// Judges an observation. `implied` are fields a successful step always checks unless the
 /// expectation names any of them itself (a guest program must finish and halt, unless the case
 /// states how it ends).
+/// `invariant` are fields checked whenever the step succeeds unless the expectation names that
+/// very field. Builds nothing unless the observation fails (races judge millions of steps).
 pub fn judge(
     expected: &Outcome,
     implied: &[(&'static str, FieldVal)],
+    invariant: &[(&'static str, FieldVal)],
     obs: &Observed,
     specs: &[FieldSpec],
 ) -> Result<(), Mismatch> {
-    let mut want = expected.clone();
-    let names_implied = want.fields.iter().any(|(n, _)| implied.iter().any(|(m, _)| m == n));
-    if matches!(want.result, ResultExp::Ok) && !names_implied {
-        want.fields.extend(implied.iter().cloned());
-    }
-    let result_ok = match (&want.result, &obs.result) {
+    let named = |name: &str| expected.fields.iter().any(|(n, _)| *n == name);
+    let wants_ok = matches!(expected.result, ResultExp::Ok);
+    let implied_apply = wants_ok && !implied.iter().any(|(m, _)| named(m));
+    let extra = implied.iter().filter(|_| implied_apply).chain(invariant.iter().filter(|(m, _)| wants_ok && !named(m)));
+    let mut want = expected.fields.iter().chain(extra);
+    let result_ok = match (&expected.result, &obs.result) {
         (ResultExp::Ok, ObsResult::Ok(_)) => true,
         (ResultExp::Errno(list), ObsResult::Errno(e)) => list.contains(e),
         (ResultExp::Signal(s), ObsResult::Signal(got)) => s == got,
         _ => false,
     };
-    let fields_ok = want.fields.iter().all(|(name, v)| obs.fields.iter().any(|(n, got)| n == name && got == v));
-    if result_ok && fields_ok {
-        Ok(())
-    } else {
-        Err(Mismatch { expected: render_expected(&want, specs), actual: render_actual(obs, specs) })
+    if result_ok && want.all(|(name, v)| obs.fields.iter().any(|(n, got)| n == name && v.accepts(got))) {
+        return Ok(());
     }
+    let mut full = expected.clone();
+    full.fields.extend(
+        implied
+            .iter()
+            .filter(|_| implied_apply)
+            .chain(invariant.iter().filter(|(m, _)| wants_ok && !named(m)))
+            .cloned(),
+    );
+    Err(Mismatch { expected: render_expected(&full, specs), actual: render_actual(obs, specs) })
 }
 
 #[cfg(test)]
@@ -146,7 +157,7 @@ mod tests {
     fn errno_mismatch_renders_both_sides() {
         let want = Outcome { result: ResultExp::Errno(vec![Errno::EINVAL]), fields: vec![] };
         let obs = Observed::new(ObsResult::Ok(0), "read");
-        let m = judge(&want, &[], &obs, SPECS).expect_err("success is not EINVAL");
+        let m = judge(&want, &[], &[], &obs, SPECS).expect_err("success is not EINVAL");
         assert_eq!(m.expected, "errno EINVAL");
         assert_eq!(m.actual, "success (returned 0)");
     }
@@ -155,9 +166,9 @@ mod tests {
     fn fields_must_all_match() {
         let want = Outcome { result: ResultExp::Ok, fields: vec![("size", FieldVal::Int(4096))] };
         let obs = Observed::new(ObsResult::Ok(0), "fstat").field("size", FieldVal::Int(8192));
-        let m = judge(&want, &[], &obs, SPECS).expect_err("sizes differ");
+        let m = judge(&want, &[], &[], &obs, SPECS).expect_err("sizes differ");
         assert_eq!(m.actual, "success (returned 0) with size: 0x2000");
         let obs = Observed::new(ObsResult::Ok(0), "fstat").field("size", FieldVal::Int(4096));
-        assert!(judge(&want, &[], &obs, SPECS).is_ok());
+        assert!(judge(&want, &[], &[], &obs, SPECS).is_ok());
     }
 }

@@ -2,12 +2,11 @@
 //! VMM's answer to a guest that asks for a conversion (KVM_HC_MAP_GPA_RANGE).
 
 use super::observe::Observed;
-use super::world::{CaseError, Obj, VcpuObj, World};
+use super::world::{CaseError, World};
 use crate::kvm::Vm;
 use crate::kvm::uapi::{self, MemoryAttributes, PreFaultMemory};
 use crate::suite::expect::FieldVal;
 use crate::suite::names::{EXIT_HYPERCALLS, MEMORY_ATTRIBUTES, render_size};
-use std::rc::Rc;
 
 pub fn set_attributes(
     w: &World,
@@ -30,8 +29,9 @@ pub fn set_attributes(
 /// KVM_PRE_FAULT_MEMORY once; `gpa` and `size` are what the kernel wrote back: the part of the
 /// range it did not map (api.rst: "the input values are updated to point to the remaining
 /// range"), on success and on failure alike.
-pub fn pre_fault(w: &mut World, vcpu_name: &str, gpa: u64, size: u64, flags: u64) -> Result<Observed, CaseError> {
-    let vcpu = &w.vcpu_mut(vcpu_name)?.vcpu;
+pub fn pre_fault(w: &World, vcpu_name: &str, gpa: u64, size: u64, flags: u64) -> Result<Observed, CaseError> {
+    let obj = w.vcpu(vcpu_name)?;
+    let vcpu = obj.lock();
     let call = format!("KVM_PRE_FAULT_MEMORY {{ gpa: {gpa:#x}, size: {}, flags: {flags:#x} }}", render_size(size));
     let mut range = PreFaultMemory { gpa, size, flags, ..Default::default() };
     let r = vcpu.pre_fault_memory_raw(&mut range);
@@ -56,24 +56,6 @@ pub fn enable_cap(w: &World, vm_name: &str, cap: u32, flags: u32, args: [u64; 4]
 
 fn render_attributes(attributes: u64) -> String {
     if attributes == 0 { "none".to_string() } else { MEMORY_ATTRIBUTES.render(attributes) }
-}
-
-/// A vCPU and the VM it was made from (the VM whose guest code page it shares), or None when the
-/// case has closed that VM's fd.
-pub fn vcpu_and_its_vm<'w>(w: &'w mut World, vcpu_name: &str) -> Result<(&'w mut VcpuObj, Option<&'w Vm>), CaseError> {
-    let code = w.vcpu_mut(vcpu_name)?.code.clone();
-    let vm_name = w.objects.iter().find_map(|(name, obj)| match obj {
-        Obj::Vm(v) if v.code.as_ref().is_some_and(|c| Rc::ptr_eq(c, &code)) => Some(name.clone()),
-        _ => None,
-    });
-    drop(code);
-    let Some(vm_name) = vm_name else {
-        return Ok((w.vcpu_mut(vcpu_name)?, None));
-    };
-    match w.objects.get_disjoint_mut([vcpu_name, vm_name.as_str()]) {
-        [Some(Obj::Vcpu(vcpu)), Some(Obj::Vm(vm))] => Ok((vcpu, Some(&vm.vm))),
-        _ => Err(CaseError(format!("`{vcpu_name}` and its VM `{vm_name}` changed under the step"))),
-    }
 }
 
 /// The VMM's answer to guest hypercalls during one guest step, as a VMM does it

@@ -1,20 +1,23 @@
 //! Steps that talk to KVM: VMs, vCPUs, capabilities, guest_memfd creation, memslots, guests.
 
+use super::board::{BOARD_GPA, BOARD_SIZE, Board};
 use super::observe::{ObsResult, Observed};
-use super::world::{CODE_GPA, CODE_SIZE, CaseError, CodePage, Mapping, Obj, VcpuObj, VmObj, World};
+use super::world::{CODE_GPA, CODE_SIZE, CaseError, CodeRegion, Mapping, Obj, VcpuObj, VmObj, World};
+use crate::guest::run::RunError;
 use crate::guest::{Program, run_program_answering};
 use crate::kvm::uapi::{self, CreateGuestMemfd, MemoryRegion, MemoryRegion2};
 use crate::kvm::{GuestExit, Vcpu};
 use crate::suite::expect::FieldVal;
 use crate::suite::names::{GMEM_FLAGS, MEMSLOT_FLAGS, render_size};
 use crate::suite::step::{FdRef, RegionApi, Userspace};
-use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
 
-pub fn vm(w: &mut World, name: &str, vm_type: u64) -> Observed {
+pub fn vm(w: &World, name: &str, vm_type: u64) -> Observed {
     let call = format!("KVM_CREATE_VM {{ type: {} }}", uapi::vm_type_name(vm_type));
     match w.kvm.create_vm_raw(vm_type) {
         Ok(vm) => {
-            w.objects.insert(name.to_string(), Obj::Vm(VmObj { vm, code: None }));
+            w.insert(name, Obj::Vm(Arc::new(VmObj { vm, code: OnceLock::new(), board_slot: OnceLock::new() })));
             Observed::new(ObsResult::Ok(0), call)
         }
         Err(e) => Observed::new(ObsResult::Errno(e), call),
@@ -22,46 +25,69 @@ pub fn vm(w: &mut World, name: &str, vm_type: u64) -> Observed {
 }
 
 /// Creates a vCPU; the first vCPU of a VM also gets the code memslot its guest programs run from.
-pub fn vcpu(w: &mut World, name: &str, vm_name: &str, id: u64) -> Result<Observed, CaseError> {
-    let vm = w.vm_mut(vm_name)?;
+pub fn vcpu(w: &World, name: &str, vm_name: &str, id: u64) -> Result<Observed, CaseError> {
+    let vm = w.vm(vm_name)?;
     let call = format!("KVM_CREATE_VCPU {{ id: {id} }}");
     let fd = match vm.vm.try_create_vcpu(id) {
         Ok(fd) => fd,
         Err(e) => return Ok(Observed::new(ObsResult::Errno(e.errno), call)),
     };
-    let code = match &vm.code {
+    let code = match vm.code.get() {
         Some(c) => c.clone(),
         None => {
-            let map = Mapping::map(
-                CODE_SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-            .map_err(|e| CaseError(format!("cannot map the guest code page: {e}")))?;
-            let slot = match vm.vm.check_extension(uapi::KVM_CAP_NR_MEMSLOTS) {
-                Ok(n) if n > 1 => (n - 1) as u32,
-                _ => 31,
-            };
-            let region = MemoryRegion2 {
-                slot,
-                guest_phys_addr: CODE_GPA,
-                memory_size: CODE_SIZE as u64,
-                userspace_addr: map.addr(),
-                ..Default::default()
-            };
-            // SAFETY: the code page mapping lives in an Rc held by the VM and each vCPU object,
-            // dropped only when the World is.
-            unsafe { vm.vm.set_memory_region2_raw(&region) }
-                .map_err(|e| CaseError(format!("cannot add the guest code memslot {slot} at {CODE_GPA:#x}: {e}")))?;
-            let c = Rc::new(CodePage { map, gpa: CODE_GPA });
-            vm.code = Some(c.clone());
+            let c = Arc::new(add_code_slot(&vm)?);
+            let _ = vm.code.set(c.clone());
             c
         }
     };
-    w.objects.insert(name.to_string(), Obj::Vcpu(Box::new(VcpuObj { vcpu: Vcpu::new(fd), code })));
+    let vcpu = VcpuObj { vcpu: Mutex::new(Vcpu::new(fd)), code, id, vm: Arc::downgrade(&vm) };
+    w.insert(name, Obj::Vcpu(Arc::new(vcpu)));
     Ok(Observed::new(ObsResult::Ok(0), call))
+}
+
+/// The slot numbers gmemconf keeps for itself: the last for guest code, the one before it for the
+/// race board.
+fn runtime_slot(vm: &VmObj, from_last: u32) -> u32 {
+    let last = match vm.vm.check_extension(uapi::KVM_CAP_NR_MEMSLOTS) {
+        Ok(n) if n > 2 => (n - 1) as u32,
+        _ => 31,
+    };
+    last - from_last
+}
+
+fn add_slot(vm: &VmObj, slot: u32, gpa: u64, size: usize, addr: u64, what: &str) -> Result<(), String> {
+    let region = MemoryRegion2 {
+        slot,
+        guest_phys_addr: gpa,
+        memory_size: size as u64,
+        userspace_addr: addr,
+        ..Default::default()
+    };
+    // SAFETY: the code mapping lives in an Arc held by the VM and each vCPU object, the board in the
+    // World; both outlive every guest run of the case.
+    unsafe { vm.vm.set_memory_region2_raw(&region) }
+        .map_err(|e| format!("cannot add the {what} memslot {slot} at {gpa:#x}: {e}"))
+}
+
+fn add_code_slot(vm: &VmObj) -> Result<CodeRegion, CaseError> {
+    let map =
+        Mapping::map(CODE_SIZE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            .map_err(|e| CaseError(format!("cannot map the guest code pages: {e}")))?;
+    add_slot(vm, runtime_slot(vm, 0), CODE_GPA, CODE_SIZE, map.addr(), "guest code").map_err(CaseError)?;
+    Ok(CodeRegion { map, gpa: CODE_GPA })
+}
+
+/// Maps the race board into the vCPU's VM, once per VM.
+fn ensure_board_slot(w: &World, vcpu: &VcpuObj) -> Result<Arc<Board>, CaseError> {
+    let board = w.board()?;
+    let vm = vcpu.vm.upgrade().ok_or_else(|| {
+        CaseError("a board program needs its VM's fd open (to map the race board) the first time it runs".into())
+    })?;
+    vm.board_slot
+        .get_or_init(|| add_slot(&vm, runtime_slot(&vm, 1), BOARD_GPA, BOARD_SIZE, board.host_addr(), "race board"))
+        .clone()
+        .map_err(CaseError)?;
+    Ok(board)
 }
 
 pub fn check_extension(w: &World, on: &str, cap: u32) -> Result<Observed, CaseError> {
@@ -76,7 +102,7 @@ pub fn check_extension(w: &World, on: &str, cap: u32) -> Result<Observed, CaseEr
 }
 
 pub fn gmem(
-    w: &mut World,
+    w: &World,
     name: &str,
     vm_name: &str,
     size: u64,
@@ -92,7 +118,7 @@ pub fn gmem(
     call.push('}');
     match vm.vm.create_guest_memfd_raw(CreateGuestMemfd { size, flags, reserved }) {
         Ok(fd) => {
-            w.objects.insert(name.to_string(), Obj::File(fd));
+            w.insert(name, Obj::File(Arc::new(fd)));
             Ok(Observed::new(ObsResult::Ok(0), call))
         }
         Err(e) => Ok(Observed::new(ObsResult::Errno(e), call)),
@@ -118,7 +144,8 @@ pub fn memslot(
         Userspace::Addr(a) => *a,
         Userspace::Map { name, offset } => w.map(name)?.addr() + offset,
     };
-    let gmem_fd = gmem.map(|g| w.fd(g)).transpose()?;
+    let gmem_held = gmem.map(|g| w.fd(g)).transpose()?;
+    let gmem_fd = gmem_held.as_ref().map(|h| h.raw);
     let flags_text = MEMSLOT_FLAGS.render(flags.into());
     let r = match api {
         RegionApi::V2 => {
@@ -150,20 +177,52 @@ pub fn memslot(
             (unsafe { vm.vm.set_memory_region_raw(&region) }, call)
         }
     };
+    if r.0.is_ok()
+        && let Some(b) = w.board_if_made()
+        && b.guest_running()
+    {
+        b.counts.slot_changes_while_guest_ran.fetch_add(1, Ordering::SeqCst);
+    }
     Ok(Observed::from_result(r.0, r.1))
 }
 
-pub fn guest(w: &mut World, vcpu_name: &str, program: &Program) -> Result<Observed, CaseError> {
-    let (obj, vm) = super::ops_attr::vcpu_and_its_vm(w, vcpu_name)?;
-    let mut vmm = super::ops_attr::Conversions::new(vm);
+pub fn guest(w: &World, vcpu_name: &str, program: &Program) -> Result<Observed, CaseError> {
+    let obj = w.vcpu(vcpu_name)?;
     let call = format!("KVM_RUN of guest program {program:?}");
-    // SAFETY: the code page is CODE_SIZE bytes of our own anonymous memory, mapped at code.gpa.
-    let report = unsafe {
-        run_program_answering(&mut obj.vcpu, obj.code.map.ptr, obj.code.gpa, program, &mut |nr, args| {
-            vmm.answer(nr, args)
-        })
+    let board = if program.uses_board() { Some(ensure_board_slot(w, &obj)?) } else { w.board_if_made() };
+    if program.uses_board()
+        && let Some(b) = &board
+    {
+        b.clear_guest(obj.id);
     }
-    .map_err(|e| CaseError(e.to_string()))?;
+    let (code_host, code_gpa) = obj.code_page();
+    // The VMM side of the guest's hypercalls: conversions on the VM this vCPU was made from.
+    let vm = obj.vm.upgrade();
+    let mut vmm = super::ops_attr::Conversions::new(vm.as_ref().map(|v| &v.vm));
+    let report = {
+        let mut vcpu = obj.lock();
+        let _running = board.as_ref().map(|b| GuestRunning::enter(b));
+        let mut answer = |nr, args: &[u64; 6]| vmm.answer(nr, args);
+        // SAFETY: the code page is CODE_PAGE bytes of our own anonymous memory, this vCPU's alone,
+        // mapped at code_gpa.
+        match unsafe { run_program_answering(&mut vcpu, code_host, code_gpa, obj.id, program, &mut answer) } {
+            Ok(r) => r,
+            // A vCPU ioctl the kernel refused while setting up (e.g. EIO from a process that
+            // did not create the VM) is the kernel's answer, not gmemconf's failure.
+            Err(RunError::Kvm(e)) => {
+                return Ok(Observed::new(ObsResult::Errno(e.errno), format!("{} before {call}", e.ioctl)));
+            }
+            Err(e) => return Err(CaseError(e.to_string())),
+        }
+    };
+    if let Some(b) = &board {
+        if program.uses_board() {
+            b.add_guest_run(obj.id);
+        }
+        if report.last_exit != GuestExit::Hlt {
+            b.count_exit(report.last_exit.word());
+        }
+    }
     let mut obs = match &report.last_exit {
         GuestExit::Errno(e) => return Ok(Observed::new(ObsResult::Errno(*e), call)),
         GuestExit::MemoryFault { .. } => {
@@ -172,6 +231,7 @@ pub fn guest(w: &mut World, vcpu_name: &str, program: &Program) -> Result<Observ
         other => Observed::new(ObsResult::Ok(0), call).field("exit", FieldVal::Word(other.word().into())),
     };
     obs = obs.field("completed", FieldVal::Bool(report.done));
+    obs = obs.field("violation", FieldVal::Word(if report.violation { "found" } else { "none" }.into()));
     if let Some(v) = report.values.first() {
         obs = obs.field("read", FieldVal::Int((*v).into()));
     }
@@ -196,6 +256,16 @@ pub fn guest(w: &mut World, vcpu_name: &str, program: &Program) -> Result<Observ
     if let Some((gpa, byte)) = report.mismatch {
         obs.note = Some(format!("the guest read {byte:#04x} at gpa {gpa:#x}"));
     }
+    if report.violation
+        && let Some(b) = &board
+    {
+        let (page, tag, generation, epoch) = b.violation(obj.id);
+        let why = b
+            .judge(page, epoch, tag, generation)
+            .err()
+            .unwrap_or_else(|| format!("tag {tag:#x}, generation {generation}"));
+        obs.note = Some(format!("the guest found page {page} wrong (read after epoch {epoch}): {why}"));
+    }
     // A hypercall returns to a 32-bit guest in EAX: -22 arrives as 0xffffffea.
     if let Some(ret) = report.hypercall_ret {
         obs = obs.field("ret", FieldVal::Int((ret as u32 as i32).into()));
@@ -206,4 +276,20 @@ pub fn guest(w: &mut World, vcpu_name: &str, program: &Program) -> Result<Observ
         obs.note = Some(obs.note.map_or(log.clone(), |n| format!("{n}; {log}")));
     }
     Ok(obs)
+}
+
+/// Counts a vCPU as inside KVM_RUN for as long as it lives (races report what landed meanwhile).
+struct GuestRunning<'a>(&'a Board);
+
+impl<'a> GuestRunning<'a> {
+    fn enter(board: &'a Board) -> GuestRunning<'a> {
+        board.guests_running.fetch_add(1, Ordering::SeqCst);
+        GuestRunning(board)
+    }
+}
+
+impl Drop for GuestRunning<'_> {
+    fn drop(&mut self) {
+        self.0.guests_running.fetch_sub(1, Ordering::SeqCst);
+    }
 }

@@ -5,9 +5,10 @@ use super::world::{CaseError, Mapping, Obj, World};
 use crate::suite::expect::FieldVal;
 use crate::suite::names::{MADVISE, MAP_FLAGS, PROT, render_size};
 use crate::suite::step::FdRef;
+use std::sync::Arc;
 
 pub fn mmap(
-    w: &mut World,
+    w: &World,
     as_: &str,
     fd: Option<&FdRef>,
     len: u64,
@@ -16,8 +17,8 @@ pub fn mmap(
     flags: u64,
 ) -> Result<Observed, CaseError> {
     let (raw, flags, what) = match fd {
-        Some(f) => (w.fd(f)?, flags as i32, format!("{f:?}")),
-        None => (-1, flags as i32 | libc::MAP_ANONYMOUS, "anonymous".to_string()),
+        Some(f) => (Some(w.fd(f)?), flags as i32, format!("{f:?}")),
+        None => (None, flags as i32 | libc::MAP_ANONYMOUS, "anonymous".to_string()),
     };
     let call = format!(
         "mmap({what}, len {}, offset {offset:#x}, {}, {})",
@@ -25,18 +26,18 @@ pub fn mmap(
         PROT.render(prot),
         MAP_FLAGS.render(flags as u64 & !(libc::MAP_ANONYMOUS as u64))
     );
-    match Mapping::map(len as usize, prot as i32, flags, raw, offset) {
+    match Mapping::map(len as usize, prot as i32, flags, raw.as_ref().map_or(-1, |h| h.raw), offset) {
         Ok(m) => {
-            w.objects.insert(as_.to_string(), Obj::Map(m));
+            w.insert(as_, Obj::Map(Arc::new(m)));
             Ok(Observed::new(ObsResult::Ok(0), call))
         }
         Err(e) => Ok(Observed::new(ObsResult::Errno(e), call)),
     }
 }
 
-pub fn munmap(w: &mut World, map: &str) -> Result<Observed, CaseError> {
+pub fn munmap(w: &World, map: &str) -> Result<Observed, CaseError> {
     w.map(map)?;
-    w.objects.remove(map);
+    w.remove(map);
     Ok(Observed::new(ObsResult::Ok(0), format!("munmap({map})")))
 }
 
@@ -51,14 +52,16 @@ fn range(m: &Mapping, map: &str, offset: u64, len: Option<u64>) -> Result<(*mut 
 }
 
 pub fn mprotect(w: &World, map: &str, offset: u64, len: Option<u64>, prot: u64) -> Result<Observed, CaseError> {
-    let (ptr, len) = range(w.map(map)?, map, offset, len)?;
+    let m = w.map(map)?;
+    let (ptr, len) = range(&m, map, offset, len)?;
     // SAFETY: the range lies in a mapping we own; no Rust reference points into it.
     let rc = sys(unsafe { libc::mprotect(ptr.cast(), len, prot as i32) } as i64);
     Ok(Observed::from_rc(rc, format!("mprotect({map}+{offset:#x}, {len:#x}, {})", PROT.render(prot))))
 }
 
 pub fn madvise(w: &World, map: &str, offset: u64, len: Option<u64>, advice: u64) -> Result<Observed, CaseError> {
-    let (ptr, len) = range(w.map(map)?, map, offset, len)?;
+    let m = w.map(map)?;
+    let (ptr, len) = range(&m, map, offset, len)?;
     // SAFETY: as for mprotect.
     let rc = sys(unsafe { libc::madvise(ptr.cast(), len, advice as i32) } as i64);
     Ok(Observed::from_rc(
@@ -68,7 +71,8 @@ pub fn madvise(w: &World, map: &str, offset: u64, len: Option<u64>, advice: u64)
 }
 
 pub fn mem_write(w: &World, map: &str, offset: u64, len: u64, byte: u8) -> Result<Observed, CaseError> {
-    let (ptr, len) = range(w.map(map)?, map, offset, Some(len))?;
+    let m = w.map(map)?;
+    let (ptr, len) = range(&m, map, offset, Some(len))?;
     for i in 0..len {
         // SAFETY: within the mapping (checked); volatile so that each byte really is touched
         // and a fault lands on the byte that causes it.
@@ -78,23 +82,27 @@ pub fn mem_write(w: &World, map: &str, offset: u64, len: u64, byte: u8) -> Resul
 }
 
 pub fn mem_read(w: &World, map: &str, offset: u64, len: u64) -> Result<Observed, CaseError> {
-    let (ptr, len) = range(w.map(map)?, map, offset, Some(len))?;
+    let m = w.map(map)?;
+    let (ptr, len) = range(&m, map, offset, Some(len))?;
+    let mut seen = [false; 256];
+    let mut first_other: Option<(usize, u8)> = None;
     let mut first: Option<u8> = None;
-    let mut differs: Option<(usize, u8)> = None;
     for i in 0..len {
         // SAFETY: within the mapping (checked); volatile for the same reason as mem_write.
         let b = unsafe { ptr.add(i).read_volatile() };
+        seen[b as usize] = true;
         match first {
             None => first = Some(b),
-            Some(f) if f != b && differs.is_none() => differs = Some((i, b)),
+            Some(f) if f != b && first_other.is_none() => first_other = Some((i, b)),
             _ => {}
         }
     }
     let mut obs = Observed::new(ObsResult::Ok(0), format!("read {len:#x} bytes at {map}+{offset:#x}"));
-    match (first, differs) {
+    match (first, first_other) {
         (Some(f), None) => obs = obs.field("bytes", FieldVal::Int(f.into())),
         (Some(f), Some((at, b))) => {
-            obs = obs.field("bytes", FieldVal::Word("mixed".into()));
+            let members = (0..256).filter(|v| seen[*v as usize]).collect();
+            obs = obs.field("bytes", FieldVal::Set(members));
             obs.note = Some(format!("bytes differ: {f:#04x} at +{offset:#x}, {b:#04x} at +{:#x}", offset + at as u64));
         }
         _ => {}

@@ -12,6 +12,10 @@ pub enum Message {
     Step {
         index: usize,
     },
+    /// What a step has to say beyond its verdict (a race's interleavings and seed).
+    Note {
+        text: String,
+    },
     Done {
         result: CaseResult,
     },

@@ -3,6 +3,7 @@
 //! a hang of the child is that case's verdict; the run goes on.
 
 use super::protocol::{CaseResult, Message, REPORT_FD};
+use super::race::TIMEOUT_SCALE_ENV;
 use crate::probe::PROBE_ENV;
 use crate::suite::Case;
 use nix::sys::signal::{Signal, killpg};
@@ -43,6 +44,8 @@ pub struct Supervised {
     pub duration: Duration,
     /// What the child printed on stdout and stderr (bounded), for failure reports.
     pub output: String,
+    /// What the case's steps said beyond their verdicts (race interleavings).
+    pub notes: Vec<String>,
 }
 
 const GRACE: Duration = Duration::from_millis(300);
@@ -50,10 +53,16 @@ const GRACE: Duration = Duration::from_millis(300);
 const UNKILLABLE: Duration = Duration::from_secs(5);
 const OUTPUT_LIMIT: usize = 64 * 1024;
 
-pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Duration) -> Supervised {
+/// `scale` is the factor the case's timeout already got; the case process uses it for its own
+/// waits (a race's grace period).
+pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Duration, scale: f64) -> Supervised {
     let start = Instant::now();
-    let not_started =
-        |msg: String| Supervised { ending: Ending::NotStarted(msg), duration: start.elapsed(), output: String::new() };
+    let not_started = |msg: String| Supervised {
+        ending: Ending::NotStarted(msg),
+        duration: start.elapsed(),
+        output: String::new(),
+        notes: Vec::new(),
+    };
     let (report_r, report_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => return not_started(format!("pipe: {e}")),
@@ -66,6 +75,7 @@ pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Dura
         .arg(&case.id)
         .arg("--text-on-stdin")
         .env(PROBE_ENV, probe_json)
+        .env(TIMEOUT_SCALE_ENV, scale.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -107,6 +117,7 @@ pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Dura
     let deadline = start + timeout;
     let mut step = None;
     let mut result = None;
+    let mut notes = Vec::new();
     let mut timed_out = false;
     loop {
         let now = Instant::now();
@@ -116,6 +127,7 @@ pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Dura
         }
         match rx.recv_timeout(deadline - now) {
             Ok(Message::Step { index }) => step = Some(index),
+            Ok(Message::Note { text }) => notes.push(text),
             Ok(Message::Done { result: r }) => {
                 result = Some(r);
                 break;
@@ -136,7 +148,7 @@ pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Dura
         // reading its pipes, which it still holds open) rather than hang the whole run on it.
         let stopped_by = "nothing: the process is stuck in the kernel (D state) and survives SIGKILL";
         let ending = Ending::Timeout { step, stopped_by };
-        return Supervised { ending, duration: start.elapsed(), output: String::new() };
+        return Supervised { ending, duration: start.elapsed(), output: String::new(), notes };
     };
     let _ = reader.join();
     let mut output = String::new();
@@ -158,7 +170,12 @@ pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Dura
             None => Ending::Vanished { status: format!("exit code {}", status.code().unwrap_or(-1)), step },
         },
     };
-    Supervised { ending, duration: start.elapsed(), output }
+    // Notes sent just before the result may still be queued.
+    notes.extend(rx.try_iter().filter_map(|m| match m {
+        Message::Note { text } => Some(text),
+        _ => None,
+    }));
+    Supervised { ending, duration: start.elapsed(), output, notes }
 }
 
 /// Waits for the child until `until`, then SIGKILLs its group and waits a little more. Returns

@@ -1,21 +1,33 @@
 //! The objects a running case has made (VMs, vCPUs, fds, mappings), by the names its steps gave.
+//!
+//! The threads of a `race` step share one World: objects are reference-counted, so a thread that
+//! closes an fd while another is inside a syscall on it closes it when that syscall has returned,
+//! as the kernel's own fd table would.
 
+use super::board::Board;
 use crate::kvm::{Kvm, KvmError, Vcpu, Vm};
 use crate::suite::step::FdRef;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-/// Guest programs run from a page of anonymous memory in its own memslot, out of the way of
-/// the memslots a case makes: the last slot number, just below 4 GiB.
+/// Guest programs run from anonymous memory in its own memslot, out of the way of the memslots a
+/// case makes: the last slot number, just below 4 GiB. Each vCPU has its own 4 KiB page of it.
 pub const CODE_GPA: u64 = 0xfff0_0000;
 pub const CODE_SIZE: usize = 64 * 1024;
+pub const CODE_PAGE: usize = 4096;
 
 /// A mapping in this process, unmapped when dropped.
 pub struct Mapping {
     pub ptr: *mut u8,
     pub len: usize,
 }
+
+// SAFETY: a Mapping is an address range owned by this process; every access through it is a
+// volatile byte access or a syscall, which any thread may make.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; nothing in Mapping is mutated after creation.
+unsafe impl Sync for Mapping {}
 
 impl Mapping {
     /// mmap(2) with the caller's exact arguments; `fd` -1 with MAP_ANONYMOUS for anonymous memory.
@@ -26,6 +38,10 @@ impl Mapping {
             return Err(nix::errno::Errno::last());
         }
         Ok(Mapping { ptr: ptr.cast(), len })
+    }
+
+    pub fn anonymous(len: usize) -> Result<Mapping, nix::errno::Errno> {
+        Mapping::map(len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
     }
 
     pub fn addr(&self) -> u64 {
@@ -40,26 +56,49 @@ impl Drop for Mapping {
     }
 }
 
-pub struct CodePage {
+/// The code memslot of a VM: CODE_SIZE bytes at CODE_GPA, one page per vCPU.
+pub struct CodeRegion {
     pub map: Mapping,
     pub gpa: u64,
 }
 
 pub struct VmObj {
     pub vm: Vm,
-    pub code: Option<Rc<CodePage>>,
+    /// Made with the VM's first vCPU.
+    pub code: OnceLock<Arc<CodeRegion>>,
+    /// The race board's memslot, added when a guest first runs a board program.
+    pub board_slot: OnceLock<Result<(), String>>,
 }
 
 pub struct VcpuObj {
-    pub vcpu: Vcpu,
-    pub code: Rc<CodePage>,
+    /// One thread runs a vCPU at a time; the lock is never contended in a well-formed case.
+    pub vcpu: Mutex<Vcpu>,
+    pub code: Arc<CodeRegion>,
+    pub id: u64,
+    /// Not an owner: closing the VM's fd must close it, whatever vCPUs remain.
+    pub vm: std::sync::Weak<VmObj>,
 }
 
+impl VcpuObj {
+    /// This vCPU's own code page: host address and guest-physical address.
+    pub fn code_page(&self) -> (*mut u8, u64) {
+        let offset = (self.id as usize % (CODE_SIZE / CODE_PAGE)) * CODE_PAGE;
+        // SAFETY: offset < CODE_SIZE, within the code mapping.
+        (unsafe { self.code.map.ptr.add(offset) }, self.code.gpa + offset as u64)
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Vcpu> {
+        self.vcpu.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Clone)]
 pub enum Obj {
-    Vm(VmObj),
-    Vcpu(Box<VcpuObj>),
-    File(OwnedFd),
-    Map(Mapping),
+    Vm(Arc<VmObj>),
+    Vcpu(Arc<VcpuObj>),
+    File(Arc<OwnedFd>),
+    Map(Arc<Mapping>),
+    Snapshot(Arc<super::ops_memstat::MemSnapshot>),
 }
 
 impl Obj {
@@ -69,13 +108,16 @@ impl Obj {
             Obj::Vcpu(_) => "a vCPU",
             Obj::File(_) => "a file",
             Obj::Map(_) => "a mapping",
+            Obj::Snapshot(_) => "a memory snapshot",
         }
     }
 }
 
 pub struct World {
     pub kvm: Kvm,
-    pub objects: HashMap<String, Obj>,
+    objects: Mutex<HashMap<String, Obj>>,
+    /// The race control memory shared by host threads and guests; made on first use.
+    board: OnceLock<Result<Arc<Board>, String>>,
 }
 
 /// A problem in the case itself at run time (an object of the wrong kind): not a kernel verdict.
@@ -88,52 +130,84 @@ impl From<KvmError> for CaseError {
     }
 }
 
+/// A descriptor number, with the object that owns it kept open while the number is in use.
+pub struct HeldFd {
+    pub raw: RawFd,
+    _owner: Option<Obj>,
+}
+
 impl World {
     pub fn new() -> Result<World, KvmError> {
-        Ok(World { kvm: Kvm::open()?, objects: HashMap::new() })
+        Ok(World { kvm: Kvm::open()?, objects: Mutex::new(HashMap::new()), board: OnceLock::new() })
     }
 
-    pub fn vm(&self, name: &str) -> Result<&VmObj, CaseError> {
-        match self.objects.get(name) {
+    fn objects(&self) -> MutexGuard<'_, HashMap<String, Obj>> {
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(&self, name: &str, obj: Obj) {
+        self.objects().insert(name.to_string(), obj);
+    }
+
+    /// Takes the object out; it is closed or unmapped when the last user lets go of it.
+    pub fn remove(&self, name: &str) -> Option<Obj> {
+        self.objects().remove(name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Obj> {
+        self.objects().get(name).cloned()
+    }
+
+    pub fn vm(&self, name: &str) -> Result<Arc<VmObj>, CaseError> {
+        match self.get(name) {
             Some(Obj::Vm(v)) => Ok(v),
-            other => Err(not_a(name, other, "a VM")),
+            other => Err(not_a(name, other.as_ref(), "a VM")),
         }
     }
 
-    pub fn vm_mut(&mut self, name: &str) -> Result<&mut VmObj, CaseError> {
-        match self.objects.get_mut(name) {
-            Some(Obj::Vm(v)) => Ok(v),
-            other => Err(not_a(name, other.map(|o| &*o), "a VM")),
-        }
-    }
-
-    pub fn vcpu_mut(&mut self, name: &str) -> Result<&mut VcpuObj, CaseError> {
-        match self.objects.get_mut(name) {
+    pub fn vcpu(&self, name: &str) -> Result<Arc<VcpuObj>, CaseError> {
+        match self.get(name) {
             Some(Obj::Vcpu(v)) => Ok(v),
-            other => Err(not_a(name, other.map(|o| &*o), "a vCPU")),
+            other => Err(not_a(name, other.as_ref(), "a vCPU")),
         }
     }
 
-    pub fn map(&self, name: &str) -> Result<&Mapping, CaseError> {
-        match self.objects.get(name) {
+    pub fn map(&self, name: &str) -> Result<Arc<Mapping>, CaseError> {
+        match self.get(name) {
             Some(Obj::Map(m)) => Ok(m),
-            other => Err(not_a(name, other, "a mapping")),
+            other => Err(not_a(name, other.as_ref(), "a mapping")),
         }
     }
 
-    /// The descriptor number a step names.
-    pub fn fd(&self, r: &FdRef) -> Result<RawFd, CaseError> {
+    /// The descriptor number a step names, held open for as long as the result lives.
+    pub fn fd(&self, r: &FdRef) -> Result<HeldFd, CaseError> {
+        let raw = |raw| Ok(HeldFd { raw, _owner: None });
         match r {
-            FdRef::Raw(n) => Ok(*n),
-            FdRef::Closed => closed_fd(),
-            FdRef::Named(n) if n == "kvm" => Ok(self.kvm.as_raw_fd()),
-            FdRef::Named(n) => match self.objects.get(n) {
-                Some(Obj::File(f)) => Ok(f.as_raw_fd()),
-                Some(Obj::Vm(v)) => Ok(v.vm.as_raw_fd()),
+            FdRef::Raw(n) => raw(*n),
+            FdRef::Closed => raw(closed_fd()?),
+            FdRef::Named(n) if n == "kvm" => raw(self.kvm.as_raw_fd()),
+            FdRef::Named(n) => match self.get(n) {
+                Some(o @ Obj::File(_)) | Some(o @ Obj::Vm(_)) => {
+                    let fd = match &o {
+                        Obj::File(f) => f.as_raw_fd(),
+                        Obj::Vm(v) => v.vm.as_raw_fd(),
+                        _ => unreachable!("matched above"),
+                    };
+                    Ok(HeldFd { raw: fd, _owner: Some(o) })
+                }
                 Some(o) => Err(CaseError(format!("`{n}` is {}, which has no fd to use here", o.kind()))),
                 None => Err(not_a(n, None, "an fd")),
             },
         }
+    }
+
+    pub fn board(&self) -> Result<Arc<Board>, CaseError> {
+        self.board.get_or_init(|| Board::new().map(Arc::new)).clone().map_err(CaseError)
+    }
+
+    /// The board if a step has already made it (guests map it into their VM when it exists).
+    pub fn board_if_made(&self) -> Option<Arc<Board>> {
+        self.board.get().and_then(|b| b.as_ref().ok().cloned())
     }
 }
 

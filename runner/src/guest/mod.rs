@@ -4,5 +4,5 @@ pub mod program;
 pub mod protocol;
 pub mod run;
 
-pub use program::Program;
+pub use program::{BoardPages, Program};
 pub use run::{GuestReport, HypercallAnswer, run_program, run_program_answering};

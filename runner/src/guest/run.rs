@@ -19,6 +19,8 @@ pub struct GuestReport {
     pub hypercalls: u32,
     /// `map_gpa`: what its hypercall returned to the guest (RAX as the guest reported it).
     pub hypercall_ret: Option<u64>,
+    /// A board program found a page that breaks the race board's rules (details on the board).
+    pub violation: bool,
 }
 
 /// The VMM's side of a hypercall that KVM forwards to userspace (KVM_EXIT_HYPERCALL): given the
@@ -43,8 +45,8 @@ impl std::fmt::Display for RunError {
 /// Exits a program may take before it is cut off: every program is straight-line or bounded.
 const MAX_EXITS: usize = 100_000;
 
-/// Copies the program into the code page (`code_host` is the host view of `code_gpa`) and runs it;
-/// a hypercall that reaches userspace fails with -KVM_ENOSYS.
+/// Copies the program into the code page (`code_host` is the host view of `code_gpa`) and runs it
+/// on the vCPU whose id is `vcpu_id`; a hypercall that reaches userspace fails with -KVM_ENOSYS.
 ///
 /// # Safety
 /// `code_host` must point to at least 4 KiB of writable memory that backs `code_gpa` for this vCPU.
@@ -52,11 +54,12 @@ pub unsafe fn run_program(
     vcpu: &mut Vcpu,
     code_host: *mut u8,
     code_gpa: u64,
+    vcpu_id: u64,
     program: &Program,
 ) -> Result<GuestReport, RunError> {
     let mut refuse = |_: u64, _: &[u64; 6]| uapi::KVM_ENOSYS.wrapping_neg();
     // SAFETY: as the caller guarantees.
-    unsafe { run_program_answering(vcpu, code_host, code_gpa, program, &mut refuse) }
+    unsafe { run_program_answering(vcpu, code_host, code_gpa, vcpu_id, program, &mut refuse) }
 }
 
 /// As `run_program`, with `answer` deciding what each hypercall that reaches userspace returns
@@ -68,21 +71,24 @@ pub unsafe fn run_program_answering(
     vcpu: &mut Vcpu,
     code_host: *mut u8,
     code_gpa: u64,
+    vcpu_id: u64,
     program: &Program,
     answer: HypercallAnswer,
 ) -> Result<GuestReport, RunError> {
-    let code = program.assemble(code_gpa).map_err(RunError::Assemble)?;
+    let code = program.assemble(code_gpa, vcpu_id).map_err(RunError::Assemble)?;
     if code.len() > 4096 {
         return Err(RunError::Assemble(format!("{} bytes do not fit the code page", code.len())));
     }
     // SAFETY: the caller guarantees 4 KiB of writable memory at `code_host`.
     unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), code_host, code.len()) };
+    vcpu.complete_pending_io().map_err(RunError::Kvm)?;
     vcpu.enter_flat32(code_gpa).map_err(RunError::Kvm)?;
     let mut report = GuestReport {
         values: Vec::new(),
         done: false,
         mismatch: None,
         last_exit: GuestExit::Hlt,
+        violation: false,
         hypercalls: 0,
         hypercall_ret: None,
     };
@@ -92,6 +98,7 @@ pub unsafe fn run_program_answering(
         match exit {
             GuestExit::IoOut { port: PORT_VALUE, value } => report.values.push(value),
             GuestExit::IoOut { port: PORT_DONE, .. } => report.done = true,
+            GuestExit::IoOut { port: PORT_VIOLATION, .. } => report.violation = true,
             GuestExit::IoOut { port: PORT_MISMATCH_GPA, value } => mismatch_gpa = Some(value),
             GuestExit::IoOut { port: PORT_MISMATCH_BYTE, value } => {
                 report.mismatch = Some((mismatch_gpa.unwrap_or(0), value as u8));

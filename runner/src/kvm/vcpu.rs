@@ -65,11 +65,36 @@ pub const EXIT_WORDS: &[&str] =
 
 pub struct Vcpu {
     fd: VcpuFd,
+    /// The last KVM_RUN left an I/O or MMIO access for userspace, which KVM completes at the
+    /// start of the next KVM_RUN (writing the result to the registers, moving RIP past it).
+    io_pending: bool,
 }
 
 impl Vcpu {
     pub fn new(fd: VcpuFd) -> Vcpu {
-        Vcpu { fd }
+        Vcpu { fd, io_pending: false }
+    }
+
+    /// Completes an I/O or MMIO exit still in flight without running guest code: KVM_RUN with
+    /// `immediate_exit` set, which KVM answers with EINTR once the access is finished (api.rst
+    /// KVM_RUN, "immediate_exit"; the note on completing KVM_EXIT_IO/MMIO). A program that ended
+    /// on such an exit would otherwise have its last instruction completed over the registers of
+    /// the next program (e.g. an MMIO read's zero landing in the next program's first read).
+    pub fn complete_pending_io(&mut self) -> Result<(), KvmError> {
+        if !self.io_pending {
+            return Ok(());
+        }
+        self.fd.set_kvm_immediate_exit(1);
+        let r = self.fd.run().map(drop).map_err(|e| Errno::from_raw(e.errno()));
+        self.fd.set_kvm_immediate_exit(0);
+        match r {
+            Err(Errno::EINTR) => {
+                self.io_pending = false;
+                Ok(())
+            }
+            Ok(()) => Err(KvmError { ioctl: "KVM_RUN (immediate_exit)", errno: Errno::UnknownErrno }),
+            Err(e) => Err(e).named("KVM_RUN (immediate_exit)"),
+        }
     }
 
     /// Puts the vCPU in 32-bit protected mode with flat 4 GiB segments, at `rip`.
@@ -123,6 +148,12 @@ impl Vcpu {
 
     /// One KVM_RUN.
     pub fn run_once(&mut self) -> GuestExit {
+        let exit = self.run_raw();
+        self.io_pending = matches!(exit, GuestExit::IoOut { .. } | GuestExit::IoIn { .. } | GuestExit::Mmio { .. });
+        exit
+    }
+
+    fn run_raw(&mut self) -> GuestExit {
         match self.fd.run() {
             Ok(VcpuExit::Hlt) => GuestExit::Hlt,
             Ok(VcpuExit::IoOut(port, data)) => {

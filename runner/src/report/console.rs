@@ -19,17 +19,22 @@ pub fn trials(runner: &Arc<Runner>, selection: &Selection) -> Vec<Trial> {
             let ignored = case.ignore.is_some();
             let (runner, case) = (runner.clone(), case.clone());
             Trial::ignorable_test(case.id.clone(), move || {
-                let e = runner.execute(&case, baseline.as_ref());
-                match e.outcome {
-                    Outcome::Pass | Outcome::Xfail => Ok(Completion::Completed),
-                    Outcome::Skip => Ok(Completion::ignored_with(e.reason.unwrap_or_default())),
-                    _ => Err(Failed::from(failure_block(&e, &runner.fingerprint))),
-                }
+                trial_result(runner.execute(&case, baseline.as_ref()), &runner.fingerprint)
             })
             .with_kind(kind)
             .with_ignored_flag(ignored)
         })
         .collect()
+}
+
+/// How libtest-mimic shows a case's event: a pass or xfail is `ok`, a skip `ignored` with its
+/// reason, anything else failed with the failure block.
+pub fn trial_result(e: CaseEvent, fingerprint: &str) -> Result<Completion, Failed> {
+    match e.outcome {
+        Outcome::Pass | Outcome::Xfail => Ok(Completion::Completed),
+        Outcome::Skip => Ok(Completion::ignored_with(e.reason.unwrap_or_default())),
+        _ => Err(Failed::from(failure_block(&e, fingerprint))),
+    }
 }
 
 /// The closing summary: counts, then each XFAIL/XPASS with its baseline, then skips by reason.
@@ -49,6 +54,16 @@ pub fn summary(counts: &Counts, events: &[CaseEvent], fingerprint: &str, seconds
         for e in list {
             if let Some(b) = &e.baseline {
                 let _ = writeln!(s, "  {}\n      {} [{}:{}; {}]", e.id, b.reason, b.file, b.line, b.reference);
+            }
+        }
+    }
+    let noted: Vec<&&CaseEvent> = sorted.iter().filter(|e| !e.notes.is_empty()).collect();
+    if !noted.is_empty() {
+        let _ =
+            writeln!(s, "NOTES (races: interleavings achieved, `--seed` replays a schedule; memory growth measured):");
+        for e in noted {
+            for note in &e.notes {
+                let _ = writeln!(s, "  {} [{}]\n      {note}", e.id, e.outcome.label());
             }
         }
     }

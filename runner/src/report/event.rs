@@ -4,9 +4,9 @@
 use crate::exec::protocol::StepFailure;
 use crate::probe::Probe;
 use crate::suite::baseline::Baseline;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Pass,
@@ -53,8 +53,10 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Read back by the qemu target's host side from the guest's event stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaseEvent {
+    #[serde(skip_deserializing, default = "case_tag")]
     pub event: &'static str,
     pub id: String,
     pub outcome: Outcome,
@@ -63,19 +65,29 @@ pub struct CaseEvent {
     pub location: String,
     pub reference: String,
     /// Skip reason, timeout or crash detail, or the error.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<StepFailure>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
     /// What the case process printed, when it did not pass.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
     /// Kernel log lines of level warning or worse that appeared while the case ran.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernel_log: Vec<String>,
+    /// What the steps said beyond their verdicts: the interleavings a race achieved, its seed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub rerun: String,
+    /// The probe fingerprint of the kernel the case ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+fn case_tag() -> &'static str {
+    "case"
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,7 +105,7 @@ pub struct RunStarted<'a> {
     pub timeout_scale: f64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub pass: usize,
     pub fail: usize,

@@ -32,6 +32,9 @@ pub fn failure_block(e: &CaseEvent, fingerprint: &str) -> String {
     if let Some(b) = &e.baseline {
         s.push_str(&format!("  baseline: {} ({}:{}; {})\n", b.reason, b.file, b.line, b.reference));
     }
+    for note in &e.notes {
+        s.push_str(&format!("      note: {note}\n"));
+    }
     for line in &e.kernel_log {
         s.push_str(&format!("    kernel: {line}\n"));
     }
@@ -75,8 +78,10 @@ mod tests {
             baseline: None,
             output: None,
             kernel_log: vec!["WARNING: at virt/kvm/guest_memfd.c:100".into()],
+            notes: Vec::new(),
             rerun: "gmemconf run suites/memslot-sharing.yaml --exact -f 'memslot-sharing::offset-overlap[flags=mmap]'"
                 .into(),
+            target: None,
         };
         let expected = "\
 FAIL memslot-sharing::offset-overlap[flags=mmap] (3 ms)

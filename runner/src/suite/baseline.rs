@@ -7,7 +7,7 @@ use super::{Requirement, embedded};
 use crate::probe::{Probe, VirtKind};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Baseline {
     /// Case id pattern; `*` matches any run of characters.
     pub case: String,
@@ -43,6 +43,11 @@ impl Baseline {
 
 /// Loads the baseline files in `dir` (`*.yaml`), or the embedded ones when `dir` is None.
 pub fn load_all(dir: Option<&Path>) -> Result<Vec<Baseline>, Vec<LoadError>> {
+    parse_all(&texts(dir)?)
+}
+
+/// The texts of the baseline files in `dir`, or of the embedded ones, by path.
+pub fn texts(dir: Option<&Path>) -> Result<Vec<(PathBuf, String)>, Vec<LoadError>> {
     let mut sources: Vec<(PathBuf, String)> = Vec::new();
     match dir {
         None => sources.extend(embedded::BASELINES.iter().map(|(p, t)| (PathBuf::from(p), (*t).to_string()))),
@@ -68,10 +73,14 @@ pub fn load_all(dir: Option<&Path>) -> Result<Vec<Baseline>, Vec<LoadError>> {
             }
         }
     }
+    Ok(sources)
+}
+
+pub fn parse_all(sources: &[(PathBuf, String)]) -> Result<Vec<Baseline>, Vec<LoadError>> {
     let mut all = Vec::new();
     let mut errors = Vec::new();
     for (path, text) in sources {
-        match parse_file(&path, &text) {
+        match parse_file(path, text) {
             Ok(mut b) => all.append(&mut b),
             Err(mut e) => errors.append(&mut e),
         }

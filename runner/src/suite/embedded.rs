@@ -4,6 +4,9 @@
 pub const SUITES: &[(&str, &str)] = &[
     ("suites/sealing.yaml", include_str!("../../../suites/sealing.yaml")),
     ("suites/memslot-sharing.yaml", include_str!("../../../suites/memslot-sharing.yaml")),
+    ("suites/lifetime.yaml", include_str!("../../../suites/lifetime.yaml")),
+    ("suites/read-path.yaml", include_str!("../../../suites/read-path.yaml")),
+    ("suites/stage2-race.yaml", include_str!("../../../suites/stage2-race.yaml")),
     ("suites/conversion.yaml", include_str!("../../../suites/conversion.yaml")),
     ("suites/prefault.yaml", include_str!("../../../suites/prefault.yaml")),
 ];

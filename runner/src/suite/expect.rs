@@ -11,6 +11,8 @@ use nix::sys::signal::Signal;
 #[derive(Debug, Clone, Copy)]
 pub enum FieldKind {
     Int,
+    /// An amount of memory in bytes (written `2M`, shown in KiB); may be negative (a growth).
+    Bytes,
     /// A byte value, shown as 0xNN.
     Byte,
     /// File mode bits, shown in octal.
@@ -31,9 +33,32 @@ pub enum FieldVal {
     Int(i128),
     Bool(bool),
     Word(String),
+    /// Observed: several distinct values at once (the bytes of a range that differ).
+    Set(Vec<i128>),
+    /// Expected: any one of these (for a Set: every member is one of these).
+    AnyOf(Vec<FieldVal>),
+    /// Expected: a number within these bounds, both included (`{ max: 2048 }`, `{ min: 1 }`).
+    Within {
+        min: Option<i128>,
+        max: Option<i128>,
+    },
 }
 
 impl FieldVal {
+    /// Whether an observed value meets this expected one.
+    pub fn accepts(&self, got: &FieldVal) -> bool {
+        match (self, got) {
+            (FieldVal::AnyOf(options), FieldVal::Set(members)) => {
+                members.iter().all(|m| options.iter().any(|o| o.accepts(&FieldVal::Int(*m))))
+            }
+            (FieldVal::AnyOf(options), got) => options.iter().any(|o| o.accepts(got)),
+            (FieldVal::Within { min, max }, FieldVal::Int(v)) => {
+                min.is_none_or(|lo| *v >= lo) && max.is_none_or(|hi| *v <= hi)
+            }
+            (want, got) => want == got,
+        }
+    }
+
     pub fn render(&self, kind: Option<FieldKind>) -> String {
         match (self, kind) {
             (FieldVal::Int(v), Some(FieldKind::Flags(t))) => match u64::try_from(*v) {
@@ -42,10 +67,28 @@ impl FieldVal {
             },
             (FieldVal::Int(v), Some(FieldKind::Byte)) => format!("{v:#04x}"),
             (FieldVal::Int(v), Some(FieldKind::Mode)) => format!("{v:#o}"),
+            (FieldVal::Int(v), Some(FieldKind::Bytes)) if v % 1024 == 0 => format!("{} KiB", v / 1024),
+            (FieldVal::Int(v), Some(FieldKind::Bytes)) => format!("{v} bytes"),
             (FieldVal::Int(v), _) if *v >= 4096 => format!("{v:#x}"),
             (FieldVal::Int(v), _) => v.to_string(),
             (FieldVal::Bool(b), _) => b.to_string(),
             (FieldVal::Word(w), _) => w.clone(),
+            (FieldVal::Set(members), kind) => format!(
+                "mixed ({})",
+                members.iter().map(|m| FieldVal::Int(*m).render(kind)).collect::<Vec<_>>().join(", ")
+            ),
+            (FieldVal::AnyOf(options), kind) => {
+                format!("one of [{}]", options.iter().map(|o| o.render(kind)).collect::<Vec<_>>().join(", "))
+            }
+            (FieldVal::Within { min, max }, kind) => {
+                let n = |v: &i128| FieldVal::Int(*v).render(kind);
+                match (min, max) {
+                    (Some(lo), Some(hi)) => format!("between {} and {}", n(lo), n(hi)),
+                    (None, Some(hi)) => format!("at most {}", n(hi)),
+                    (Some(lo), None) => format!("at least {}", n(lo)),
+                    (None, None) => "any number".to_string(),
+                }
+            }
         }
     }
 }
@@ -164,8 +207,19 @@ pub fn parse(node: Option<&Node>, fields: &[FieldSpec]) -> NResult<Expect> {
 }
 
 fn parse_field(node: &Node, spec: &FieldSpec) -> NResult<FieldVal> {
+    // A list is a set of acceptable values, except for flags, where a list is a mask.
+    if let (Value::Seq(items), false) = (&node.value, matches!(spec.kind, FieldKind::Flags(_))) {
+        if items.is_empty() {
+            return Err(NodeError::at(node, format!("`{}: []` accepts nothing", spec.name))
+                .help("list at least one acceptable value"));
+        }
+        return items.iter().map(|i| parse_field(i, spec)).collect::<NResult<Vec<_>>>().map(FieldVal::AnyOf);
+    }
     match spec.kind {
-        FieldKind::Int | FieldKind::Byte | FieldKind::Mode => names::parse_i128(node).map(FieldVal::Int),
+        FieldKind::Int | FieldKind::Bytes if node.as_map().is_some() => parse_bounds(node, spec),
+        FieldKind::Int | FieldKind::Bytes | FieldKind::Byte | FieldKind::Mode => {
+            names::parse_i128(node).map(FieldVal::Int)
+        }
         FieldKind::Flags(t) => t.parse(node).map(|v| FieldVal::Int(v.into())),
         FieldKind::Bool => match node.value {
             Value::Bool(b) => Ok(FieldVal::Bool(b)),
@@ -180,5 +234,71 @@ fn parse_field(node: &Node, spec: &FieldSpec) -> NResult<FieldVal> {
                     .help(unknown_name_help(w, words)))
             }
         }
+    }
+}
+
+/// `{ max: N }`, `{ min: N }` or both: a bound on a number the step measures.
+fn parse_bounds(node: &Node, spec: &FieldSpec) -> NResult<FieldVal> {
+    let help = || format!("write `{}: {{ max: 2048 }}` (or `min:`, or both; each bound is included)", spec.name);
+    let entries = node.as_map().unwrap_or_default();
+    let (mut min, mut max) = (None, None);
+    for (k, v) in entries {
+        match k.as_str().unwrap_or_default() {
+            "min" => min = Some(names::parse_i128(v)?),
+            "max" => max = Some(names::parse_i128(v)?),
+            other => {
+                return Err(NodeError::at(k, format!("unknown bound `{other}` for `{}`", spec.name)).help(help()));
+            }
+        }
+    }
+    match (min, max) {
+        (None, None) => Err(NodeError::at(node, format!("`{}` has no bound", spec.name)).help(help())),
+        (Some(lo), Some(hi)) if lo > hi => {
+            Err(NodeError::at(node, format!("`{}` has min {lo} above max {hi}: nothing meets it", spec.name))
+                .help(help()))
+        }
+        _ => Ok(FieldVal::Within { min, max }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(yaml: &str, kind: FieldKind) -> NResult<FieldVal> {
+        let root = super::super::node::parse(&format!("v: {yaml}")).expect("valid yaml");
+        parse_field(root.get("v").expect("v"), &FieldSpec { name: "rss", kind })
+    }
+
+    #[test]
+    fn bounds_include_their_ends() {
+        let at_most = field("{ max: 2M }", FieldKind::Bytes).expect("a bound");
+        assert_eq!(at_most, FieldVal::Within { min: None, max: Some(2 << 20) });
+        assert!(at_most.accepts(&FieldVal::Int(2 << 20)));
+        assert!(at_most.accepts(&FieldVal::Int(-4096)));
+        assert!(!at_most.accepts(&FieldVal::Int((2 << 20) + 1)));
+        let between = field("{ min: -1, max: 1 }", FieldKind::Int).expect("a bound");
+        assert!(between.accepts(&FieldVal::Int(-1)) && between.accepts(&FieldVal::Int(1)));
+        assert!(!between.accepts(&FieldVal::Int(2)) && !between.accepts(&FieldVal::Int(-2)));
+        assert!(!between.accepts(&FieldVal::Word("1".into())));
+    }
+
+    #[test]
+    fn bounds_render_in_the_field_unit() {
+        let b = FieldVal::Within { min: None, max: Some(2 << 20) };
+        assert_eq!(b.render(Some(FieldKind::Bytes)), "at most 2048 KiB");
+        assert_eq!(FieldVal::Int(-3072).render(Some(FieldKind::Bytes)), "-3 KiB");
+        assert_eq!(FieldVal::Within { min: Some(1), max: Some(3) }.render(Some(FieldKind::Int)), "between 1 and 3");
+        assert_eq!(FieldVal::Within { min: Some(1), max: None }.render(Some(FieldKind::Int)), "at least 1");
+    }
+
+    #[test]
+    fn bad_bounds_are_load_errors() {
+        let e = field("{ max: 1, min: 2 }", FieldKind::Int).expect_err("empty range");
+        assert!(e.message.contains("above max"), "{}", e.message);
+        let e = field("{ most: 1 }", FieldKind::Int).expect_err("unknown key");
+        assert!(e.message.contains("unknown bound `most`"), "{}", e.message);
+        assert!(field("{}", FieldKind::Bytes).is_err());
+        assert!(field("{ max: 1 }", FieldKind::Byte).is_err(), "only numbers take bounds");
     }
 }

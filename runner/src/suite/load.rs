@@ -1,6 +1,7 @@
 //! Loads a suite file: YAML → located tree → validated cases, every error with file:line:column.
 
 use super::error::{LoadError, NResult, NodeError, unknown_name_help};
+use super::excerpt;
 use super::expect;
 use super::matrix;
 use super::model::{Case, DEFAULT_TIMEOUT, Source, Suite};
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const SUITE_KEYS: &[&str] = &["suite", "summary", "requires", "timeout", "fixtures", "cases"];
-const CASE_KEYS: &[&str] = &["name", "ref", "summary", "requires", "matrix", "timeout", "ignore", "steps"];
+const CASE_KEYS: &[&str] = &["name", "ref", "summary", "requires", "matrix", "timeout", "ignore", "serial", "steps"];
 /// Objects every case has without making them.
 const BUILTIN_OBJECTS: &[&str] = &["kvm"];
 
@@ -89,17 +90,31 @@ fn parse_suite(root: &Node, source: &Source, text: &Arc<str>, only: Option<&str>
     let mut errors = Vec::new();
     let mut cases = Vec::new();
     let mut ids: HashSet<String> = HashSet::new();
-    let ctx = SuiteContext { name: &name, requires: &requires, timeout, fixtures, source: &source, text, only };
+    // A case process parses only its own case; the runner gives each case the text for that.
+    let spans = only.is_none().then(|| excerpt::spans(root, case_nodes, text));
     let only_name = only.map(|id| {
         let rest = id.strip_prefix(&format!("{name}::")).unwrap_or(id);
         rest.split('[').next().unwrap_or(rest).to_string()
     });
-    for case_node in case_nodes {
+    for (i, case_node) in case_nodes.iter().enumerate() {
         if let Some(wanted) = &only_name
             && case_node.get("name").and_then(Node::as_str) != Some(wanted.as_str())
         {
             continue;
         }
+        let case_text: Arc<str> = match &spans {
+            Some(sp) => Arc::from(excerpt::keep_only(text, sp.items[i], sp.block)),
+            None => text.clone(),
+        };
+        let ctx = SuiteContext {
+            name: &name,
+            requires: &requires,
+            timeout,
+            fixtures,
+            source: &source,
+            text: &case_text,
+            only,
+        };
         match parse_case(case_node, &ctx) {
             Ok(expanded) => {
                 for case in expanded {
@@ -117,7 +132,11 @@ fn parse_suite(root: &Node, source: &Source, text: &Arc<str>, only: Option<&str>
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() { Ok(Suite { name, summary, source: (*source).clone(), cases }) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(Suite { name, summary, source: (*source).clone(), cases, text: text.clone() })
+    } else {
+        Err(errors)
+    }
 }
 
 /// What every case of a suite shares.
@@ -162,11 +181,18 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
                 .ok_or_else(|| NodeError::at(n, "`ignore` is the reason the case runs only with --ignored"))?,
         ),
     };
+    let serial = match node.get("serial") {
+        None => false,
+        Some(Node { value: Value::Bool(b), .. }) => *b,
+        Some(n) => {
+            return Err(NodeError::at(n, "`serial` is true or false")
+                .help("`serial: true` runs the case with no other case at the same time"));
+        }
+    };
     let steps_node = node.get("steps").ok_or_else(|| {
         NodeError::at(node, format!("case `{name}` has no `steps`")).help("add `steps:` with at least one step")
     })?;
-    let raw_steps = expand_fixtures(steps_node, fixtures, 0)?;
-    if raw_steps.is_empty() {
+    if steps_node.as_seq().is_some_and(<[_]>::is_empty) {
         return Err(NodeError::at(steps_node, format!("case `{name}` has no steps")));
     }
     let params = match node.get("matrix") {
@@ -193,6 +219,9 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
         }
         let mut steps = Vec::new();
         let mut defined: Vec<String> = BUILTIN_OBJECTS.iter().map(|s| (*s).to_string()).collect();
+        // `use:` may name its fixtures through the matrix (`use: $order`), so fixtures are
+        // expanded per combination, and their own `$name`s substituted after.
+        let raw_steps = expand_fixtures(&matrix::substitute(steps_node, &combo, &mut used)?, fixtures, 0)?;
         for raw in &raw_steps {
             let concrete = matrix::substitute(raw, &combo, &mut used)?;
             let step = parse_step(&concrete)?;
@@ -202,20 +231,14 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
                         .help(format!("made so far: {}; add a step with `as: {used_name}`", defined.join(", "))));
                 }
             }
-            if let Some(d) = step.op.defines() {
-                defined.push(d.to_string());
-            }
+            defined.extend(step.op.defines_all().into_iter().map(str::to_string));
             steps.push(step);
         }
         used_anywhere.extend(used);
         let vm_types = scope_steps(&mut steps);
         let mut requires: Vec<Need> =
             declared.into_iter().map(|what| Need { what, vm_types: vm_types.clone() }).collect();
-        for step in steps.iter().filter(|s| s.expect.is_unconditional_ok()) {
-            requires.extend(
-                step.op.implied_requirements().into_iter().map(|what| Need { what, vm_types: step.vm_types.clone() }),
-            );
-        }
+        implied_needs(&steps, &mut requires);
         requires.sort();
         requires.dedup();
         cases.push(Case {
@@ -228,6 +251,7 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
             vm_types,
             timeout,
             ignore: ignore.clone(),
+            serial,
             steps,
             loc: node.loc,
             source: source.clone(),
@@ -243,39 +267,88 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
     Ok(cases)
 }
 
-/// Gives each step the VM types its `if:` conditions and implied requirements are judged on, and
-/// returns the types the case creates (`[0]` when it has no `vm` step). A step acts on the VM it
-/// names, or on the VM an object it uses was made from (a vCPU, a guest_memfd, a mapping of one).
+/// Gives each step (also those inside a race, fork or repeat) the VM types its `if:` conditions
+/// and implied requirements are judged on, and returns the types the case creates (`[0]` when it
+/// has no `vm` step). A step acts on the VM it names, or on the VM an object it uses was made from
+/// (a vCPU, a guest_memfd, a mapping of one); other steps act on every type the case creates.
 fn scope_steps(steps: &mut [Step]) -> Vec<u64> {
-    let mut created: Vec<u64> = Vec::new();
-    for step in steps.iter() {
-        if let Op::Vm { vm_type, .. } = step.op
-            && !created.contains(&vm_type)
-        {
-            created.push(vm_type);
+    fn created_types(steps: &[Step], out: &mut Vec<u64>) {
+        for step in steps {
+            if let Op::Vm { vm_type, .. } = step.op
+                && !out.contains(&vm_type)
+            {
+                out.push(vm_type);
+            }
+            for nested in nested_lists(&step.op) {
+                created_types(nested, out);
+            }
         }
     }
+    fn scope(steps: &mut [Step], created: &[u64], made_from: &mut HashMap<String, u64>) {
+        for step in steps.iter_mut() {
+            let vm_type = match step.op {
+                Op::Vm { vm_type, .. } => Some(vm_type),
+                _ => step.op.uses().iter().find_map(|name| made_from.get(*name).copied()),
+            };
+            for nested in nested_lists_mut(&mut step.op) {
+                scope(nested, created, made_from);
+            }
+            if let Some(d) = step.op.defines() {
+                match vm_type {
+                    Some(t) => made_from.insert(d.to_string(), t),
+                    None => made_from.remove(d),
+                };
+            }
+            step.vm_types = vm_type.map_or_else(|| created.to_vec(), |t| vec![t]);
+        }
+    }
+    let mut created = Vec::new();
+    created_types(steps, &mut created);
     if created.is_empty() {
         created.push(0);
     }
-    let mut made_from: HashMap<String, u64> = HashMap::new();
-    for step in steps.iter_mut() {
-        let vm_type = match step.op {
-            Op::Vm { vm_type, .. } => Some(vm_type),
-            _ => step.op.uses().iter().find_map(|name| made_from.get(*name).copied()),
-        };
-        if let Some(d) = step.op.defines() {
-            match vm_type {
-                Some(t) => made_from.insert(d.to_string(), t),
-                None => made_from.remove(d),
-            };
-        }
-        step.vm_types = vm_type.map_or_else(|| created.clone(), |t| vec![t]);
-    }
+    scope(steps, &created, &mut HashMap::new());
     created
 }
 
-/// Inlines `- use: <fixture>` steps.
+/// What the steps that must succeed imply, each judged on its own step's VM types; a race's,
+/// fork's or repeat's steps count one by one.
+fn implied_needs(steps: &[Step], out: &mut Vec<Need>) {
+    for step in steps.iter().filter(|s| s.expect.is_unconditional_ok()) {
+        let nested = nested_lists(&step.op);
+        if nested.is_empty() {
+            let vm_types = &step.vm_types;
+            out.extend(
+                step.op.implied_requirements().into_iter().map(|what| Need { what, vm_types: vm_types.clone() }),
+            );
+        }
+        for list in nested {
+            implied_needs(list, out);
+        }
+    }
+}
+
+/// The step lists a step runs inside it: a race's threads, a fork's or a repeat's steps.
+fn nested_lists(op: &Op) -> Vec<&[Step]> {
+    match op {
+        Op::Race(race) => race.threads.iter().map(|t| t.steps.as_slice()).collect(),
+        Op::Fork(f) => vec![f.steps.as_slice()],
+        Op::Repeat(r) => vec![r.steps.as_slice()],
+        _ => Vec::new(),
+    }
+}
+
+fn nested_lists_mut(op: &mut Op) -> Vec<&mut [Step]> {
+    match op {
+        Op::Race(race) => race.threads.iter_mut().map(|t| t.steps.as_mut_slice()).collect(),
+        Op::Fork(f) => vec![f.steps.as_mut_slice()],
+        Op::Repeat(r) => vec![r.steps.as_mut_slice()],
+        _ => Vec::new(),
+    }
+}
+
+/// Inlines `- use: <fixture>` (or `- use: [<fixture>, ...]`, in that order) steps, also in the
+/// step lists of `fork` and `repeat`.
 fn expand_fixtures(steps: &Node, fixtures: Option<&Node>, depth: usize) -> NResult<Vec<Node>> {
     let items = steps.as_seq().ok_or_else(|| {
         NodeError::at(steps, format!("`steps` must be a list, found {}", steps.kind()))
@@ -283,8 +356,15 @@ fn expand_fixtures(steps: &Node, fixtures: Option<&Node>, depth: usize) -> NResu
     })?;
     let mut out = Vec::new();
     for item in items {
-        match item.get("use") {
-            Some(name_node) => {
+        let names = match item.get("use") {
+            None => {
+                out.push(expand_nested(item, fixtures, depth)?);
+                continue;
+            }
+            Some(n) => fixture_names(n),
+        };
+        for name_node in &names {
+            {
                 let name = name_node.as_str().unwrap_or_default();
                 let fixture = fixtures.and_then(|f| f.get(name)).ok_or_else(|| {
                     let known: Vec<&str> = fixtures
@@ -302,13 +382,44 @@ fn expand_fixtures(steps: &Node, fixtures: Option<&Node>, depth: usize) -> NResu
                 }
                 out.extend(expand_fixtures(fixture, fixtures, depth + 1)?);
             }
-            None => out.push(item.clone()),
         }
     }
     Ok(out)
 }
 
-fn parse_step(node: &Node) -> NResult<Step> {
+/// The fixtures a `use:` names: one name, or a list of names and lists (a matrix value such as
+/// `$order` may itself be a list), flattened in order.
+fn fixture_names(node: &Node) -> Vec<Node> {
+    match node.as_seq() {
+        Some(items) => items.iter().flat_map(fixture_names).collect(),
+        None => vec![node.clone()],
+    }
+}
+
+/// A `fork` or `repeat` step with the fixtures in its `steps` inlined; any other step as it is.
+fn expand_nested(item: &Node, fixtures: Option<&Node>, depth: usize) -> NResult<Node> {
+    let Some(entries) = item.as_map() else { return Ok(item.clone()) };
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let nested = matches!(k.as_str(), Some("fork" | "repeat"));
+        match (nested, v.as_map(), v.get("steps")) {
+            (true, Some(args), Some(steps)) if steps.as_seq().is_some() => {
+                let expanded = Node::new(Value::Seq(expand_fixtures(steps, fixtures, depth)?), steps.loc);
+                let args = args
+                    .iter()
+                    .map(|(ak, av)| {
+                        (ak.clone(), if ak.as_str() == Some("steps") { expanded.clone() } else { av.clone() })
+                    })
+                    .collect();
+                out.push((k.clone(), Node::new(Value::Map(args), v.loc)));
+            }
+            _ => out.push((k.clone(), v.clone())),
+        }
+    }
+    Ok(Node::new(Value::Map(out), item.loc))
+}
+
+pub(super) fn parse_step(node: &Node) -> NResult<Step> {
     let entries = node.as_map().ok_or_else(|| {
         NodeError::at(node, format!("a step is a mapping with one operation, found {}", node.kind()))
             .help("write e.g. `- gmem: { as: g, size: 4K }`")
@@ -339,6 +450,7 @@ fn parse_step(node: &Node) -> NResult<Step> {
     };
     let op_name = op_key.as_str().unwrap_or_default();
     let op = parse_op(op_name, op_key, args)?;
+    super::parse_proc::check_expect(&op, node)?;
     let expect = expect::parse(node.get("expect"), op.fields())?;
     let reference = node.get("ref").and_then(Node::as_str).map(str::to_string);
     Ok(Step {

@@ -245,3 +245,17 @@ fn private_memory_step_errors_point_at_the_spot(#[case] steps: &str, #[case] mes
     assert!(errs[0].starts_with(message), "got: {}", errs[0]);
     assert!(errs[0].contains(help), "no `{help}` in: {}", errs[0]);
 }
+
+#[test]
+fn steps_inside_a_fork_or_a_repeat_are_judged_on_their_own_vm_types() {
+    let yaml = "suite: t\nsummary: s\ncases:\n  - name: c\n    ref: r\n    steps:\n      - vm: {}\n      - fork:\n          steps:\n            - vm: { as: p, type: sw_protected }\n            - repeat: { times: 2, steps: [ { set_attributes: { vm: p, gpa: 0, size: 4K, attributes: [private] } } ] }\n            - gmem: { as: g, vm: vm, size: 4K }\n";
+    let suite = load_text(yaml, &Source::File("s.yaml".into())).expect("valid");
+    let case = &suite.cases[0];
+    assert_eq!(case.vm_types, [0, 1], "a child's vm steps create types too");
+    let crate::suite::step::Op::Fork(f) = &case.steps[1].op else { panic!("a fork") };
+    let crate::suite::step::Op::Repeat(r) = &f.steps[1].op else { panic!("a repeat") };
+    assert_eq!(r.steps[0].vm_types, [1]);
+    assert_eq!(f.steps[2].vm_types, [0]);
+    let reqs: Vec<String> = case.requires.iter().map(ToString::to_string).collect();
+    assert_eq!(reqs, ["guest_memfd", "memory_attributes.private (sw_protected VM)", "vm_type.sw_protected"]);
+}

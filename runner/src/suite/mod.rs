@@ -4,6 +4,7 @@ pub mod args;
 pub mod baseline;
 pub mod embedded;
 pub mod error;
+pub mod excerpt;
 pub mod expect;
 pub mod load;
 pub mod matrix;
@@ -11,6 +12,8 @@ pub mod model;
 pub mod names;
 pub mod node;
 pub mod parse_op;
+pub mod parse_proc;
+pub mod parse_race;
 pub mod requirement;
 pub mod step;
 

@@ -55,6 +55,8 @@ pub struct Suite {
     pub summary: String,
     pub source: Source,
     pub cases: Vec<Case>,
+    /// The text the suite was loaded from.
+    pub text: Arc<str>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,11 +75,15 @@ pub struct Case {
     pub timeout: Duration,
     /// Not run unless asked (`--ignored`), with the reason: slow or disruptive cases.
     pub ignore: Option<String>,
+    /// Runs with no other case at the same time (races: the CPUs are theirs, and a kernel warning
+    /// during it is theirs alone).
+    pub serial: bool,
     pub steps: Vec<Step>,
     pub loc: Loc,
     pub source: Arc<Source>,
-    /// The suite text the case was loaded from: a case process gets this very text, so a file
-    /// edited during a run cannot change what the run executes.
+    /// What a case process parses: the suite text the case was loaded from, with the other
+    /// cases' lines left blank (`excerpt`), so a file edited during a run cannot change what the
+    /// run executes, and the process does not parse the whole suite again.
     pub text: Arc<str>,
 }
 

@@ -4,9 +4,9 @@ use super::args::Args;
 use super::error::{NResult, NodeError, unknown_name_help};
 use super::names::{self, *};
 use super::node::Node;
-use super::step::{FdRef, Op, RegionApi, STEP_NAMES, SpliceDir, Userspace};
-use crate::guest::Program;
+use super::step::{FdRef, Op, RegionApi, STEP_NAMES, SpliceDir, Tracked, Userspace};
 use crate::guest::program::PROGRAM_NAMES;
+use crate::guest::{BoardPages, Program};
 use crate::kvm::uapi::{self, PROBED_CAPS, VM_TYPES};
 
 pub fn parse_fd(node: &Node) -> NResult<FdRef> {
@@ -80,12 +80,37 @@ fn program(a: &Args, node: &Node) -> NResult<Program> {
             }
             Program::ReadLoop { gpa, len, iterations: a.u64_or("iterations", 1)? }
         }
+        "check_loop" | "write_loop" => {
+            let (first, pages) = tracked_range(a)?;
+            let b = BoardPages { gpa, first, pages, iterations: a.u64_or("iterations", 0)? };
+            if name == "check_loop" { Program::CheckLoop(b) } else { Program::WriteLoop(b) }
+        }
         other => {
             let at = a.get("program").unwrap_or(node);
             return Err(NodeError::at(at, format!("unknown guest program `{other}`"))
                 .help(unknown_name_help(other, PROGRAM_NAMES)));
         }
     })
+}
+
+/// Which tracked pages of the race board a step covers (see exec::board): `first` and `pages`.
+fn tracked_range(a: &Args) -> NResult<(u64, u64)> {
+    let node = a.req("pages")?;
+    let (first, pages) = (a.u64_or("first", 0)?, names::parse_u64(node)?);
+    let max = crate::exec::board::MAX_PAGES;
+    if pages == 0 || first.checked_add(pages).is_none_or(|end| end > max) {
+        return Err(NodeError::at(node, format!("tracked pages {first}..{first}+{pages} are not on the race board"))
+            .help(format!(
+                "the board tracks pages 0 to {}: give `pages` of at least 1 and `first + pages` at most {max}",
+                max - 1
+            )));
+    }
+    Ok((first, pages))
+}
+
+fn tracked(a: &Args) -> NResult<Tracked> {
+    let (first, pages) = tracked_range(a)?;
+    Ok(Tracked { map: a.string_req("map")?, offset: a.u64_or("offset", 0)?, first, pages })
 }
 
 /// A file offset that may be `none` (a NULL pointer: the file position is used).
@@ -341,8 +366,32 @@ pub fn parse_op(op: &str, op_node: &Node, node: &Node) -> NResult<Op> {
             Op::MemRead { map: a.string_req("map")?, offset: a.u64_or("offset", 0)?, len: a.u64_or("len", 1)? }
         }
         "guest" => {
-            let a = args(&["vcpu", "program", "gpa", "len", "byte", "iterations", "to"])?;
+            let a = args(&["vcpu", "program", "gpa", "len", "byte", "iterations", "first", "pages", "to"])?;
             Op::Guest { vcpu: a.string_or("vcpu", "cpu")?, program: program(&a, node)? }
+        }
+        "race" => Op::Race(Box::new(super::parse_race::parse(node)?)),
+        "sleep" => Op::Sleep { duration: super::load::parse_duration(args(&["for"])?.req("for")?)? },
+        "punch_cycle" | "punch_verify" => {
+            let a = args(&["gmem", "map", "offset", "first", "pages"])?;
+            let (gmem, pages) = (fd(&a, "gmem")?, tracked(&a)?);
+            if op == "punch_cycle" { Op::PunchCycle { gmem, pages } } else { Op::PunchVerify { gmem, pages } }
+        }
+        "fork" => Op::Fork(Box::new(super::parse_proc::fork(node)?)),
+        "repeat" => Op::Repeat(Box::new(super::parse_proc::repeat(node)?)),
+        "mem_snapshot" => super::parse_proc::mem_snapshot(node)?,
+        "mem_growth" => super::parse_proc::mem_growth(node)?,
+        "host_check" => Op::HostCheck { pages: tracked(&args(&["map", "offset", "first", "pages"])?)? },
+        "sysrq" => {
+            let a = args(&["key"])?;
+            let key = a.string_req("key")?;
+            let mut chars = key.chars();
+            match (chars.next(), chars.next()) {
+                (Some(k), None) if k.is_ascii_alphanumeric() => Op::Sysrq { key: k },
+                _ => {
+                    return Err(NodeError::at(a.req("key")?, format!("`{key}` is not a sysrq key"))
+                        .help("one letter or digit, as in Documentation/admin-guide/sysrq.rst (e.g. `key: c`)"));
+                }
+            }
         }
         "set_attributes" => {
             let a = args(&["vm", "gpa", "size", "attributes", "flags"])?;

@@ -4,6 +4,7 @@ use super::expect::{FieldKind, FieldSpec, FieldVal};
 use super::names::*;
 use super::node::Loc;
 use crate::guest::Program;
+use std::sync::LazyLock;
 
 /// A file descriptor named by a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +41,66 @@ pub enum SpliceDir {
     In,
 }
 
+/// How many times a race thread runs its steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    Times(u64),
+    /// Over and over until the race's duration is up.
+    UntilDeadline,
+    /// Until every other thread that ends the race has finished (or the duration is up).
+    WhileOthersRun,
+}
+
+impl Repeat {
+    /// Whether the race waits for this thread (a `while_others_run` thread only keeps pace).
+    pub fn ends_race(self) -> bool {
+        !matches!(self, Repeat::WhileOthersRun)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaceThread {
+    pub name: String,
+    pub repeat: Repeat,
+    pub steps: Vec<Step>,
+}
+
+/// Threads of steps run at once, bounded by repeats and a duration (see exec::race).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Race {
+    pub threads: Vec<RaceThread>,
+    pub duration: std::time::Duration,
+    /// Fixes the threads' random choices (pages, pauses); random and printed when not given.
+    pub seed: Option<u64>,
+}
+
+/// Steps run in a forked child of the case process (see exec::ops_proc).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForkSteps {
+    pub steps: Vec<Step>,
+    /// Objects (fds or VMs) the child sends back to the parent over SCM_RIGHTS before it exits;
+    /// the parent then holds them under these names.
+    pub give: Vec<String>,
+}
+
+/// Steps run `times` times over in the case process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepeatSteps {
+    pub times: u64,
+    pub steps: Vec<Step>,
+}
+
+/// Tracked pages `first..first+pages` of the race board (see exec::board): page `first + i` is at
+/// offset `offset + i * 4K` of the mapping, which maps the guest_memfd from its start.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    pub map: String,
+    pub offset: u64,
+    pub first: u64,
+    pub pages: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     Vm {
         name: String,
@@ -240,6 +300,41 @@ pub enum Op {
         flags: u32,
         args: [u64; 4],
     },
+    Race(Box<Race>),
+    /// Wait (in a race thread: let the others get going first).
+    Sleep {
+        duration: std::time::Duration,
+    },
+    /// Punch a random tracked page, write its next generation through the mapping, publish it.
+    PunchCycle {
+        gmem: FdRef,
+        pages: Tracked,
+    },
+    /// Read a random tracked page through the mapping and judge it against the board.
+    HostCheck {
+        pages: Tracked,
+    },
+    /// Punch a random tracked page that a guest `write_loop` writes, and check through the mapping
+    /// that every guest write begun after the previous punch of it landed in the file.
+    PunchVerify {
+        gmem: FdRef,
+        pages: Tracked,
+    },
+    Fork(Box<ForkSteps>),
+    Repeat(Box<RepeatSteps>),
+    /// Record this process's and the system's memory use under a name.
+    MemSnapshot {
+        name: String,
+    },
+    /// How much memory use grew since a snapshot.
+    MemGrowth {
+        since: String,
+    },
+    /// Test-only: writes `key` to /proc/sysrq-trigger (`c` panics the kernel). Refused outside the
+    /// qemu target's guest, whose kernel is disposable.
+    Sysrq {
+        key: char,
+    },
 }
 
 /// Every step name, for "unknown step" help.
@@ -284,6 +379,16 @@ pub const STEP_NAMES: &[&str] = &[
     "set_attributes",
     "pre_fault",
     "enable_cap",
+    "race",
+    "sleep",
+    "punch_cycle",
+    "host_check",
+    "punch_verify",
+    "fork",
+    "repeat",
+    "mem_snapshot",
+    "mem_growth",
+    "sysrq",
 ];
 
 /// Keys a step may carry beside its operation.
@@ -333,6 +438,16 @@ impl Op {
             Op::SetAttributes { .. } => "set_attributes",
             Op::PreFault { .. } => "pre_fault",
             Op::EnableCap { .. } => "enable_cap",
+            Op::Race(_) => "race",
+            Op::Sleep { .. } => "sleep",
+            Op::PunchCycle { .. } => "punch_cycle",
+            Op::HostCheck { .. } => "host_check",
+            Op::PunchVerify { .. } => "punch_verify",
+            Op::Fork(_) => "fork",
+            Op::Repeat(_) => "repeat",
+            Op::MemSnapshot { .. } => "mem_snapshot",
+            Op::MemGrowth { .. } => "mem_growth",
+            Op::Sysrq { .. } => "sysrq",
         }
     }
 
@@ -345,8 +460,28 @@ impl Op {
             | Op::Open { name, .. }
             | Op::Memfd { name, .. }
             | Op::Tmpfile { name, .. }
-            | Op::Mmap { name, .. } => Some(name),
+            | Op::Mmap { name, .. }
+            | Op::MemSnapshot { name } => Some(name),
             _ => None,
+        }
+    }
+
+    /// Every object name this step leaves defined in the case process: what it makes, what a
+    /// fork's child gives back, what a repeat's steps make.
+    pub fn defines_all(&self) -> Vec<&str> {
+        match self {
+            Op::Fork(f) => f.give.iter().map(String::as_str).collect(),
+            Op::Repeat(r) => r.steps.iter().flat_map(|s| s.op.defines_all()).collect(),
+            other => other.defines().into_iter().collect(),
+        }
+    }
+
+    /// The steps this step runs inside it (a fork's or a repeat's).
+    pub fn nested_steps(&self) -> &[Step] {
+        match self {
+            Op::Fork(f) => &f.steps,
+            Op::Repeat(r) => &r.steps,
+            _ => &[],
         }
     }
 
@@ -400,6 +535,24 @@ impl Op {
             | Op::MemWrite { map, .. }
             | Op::MemRead { map, .. } => vec![map],
             Op::Guest { vcpu, .. } | Op::PreFault { vcpu, .. } => vec![vcpu],
+            Op::Race(race) => race.threads.iter().flat_map(|t| t.steps.iter().flat_map(|s| s.op.uses())).collect(),
+            Op::PunchCycle { gmem, pages } | Op::PunchVerify { gmem, pages } => {
+                fd(gmem).into_iter().chain([pages.map.as_str()]).collect()
+            }
+            Op::HostCheck { pages } => vec![&pages.map],
+            Op::Fork(_) | Op::Repeat(_) => {
+                let mut made: Vec<&str> = Vec::new();
+                let mut used = Vec::new();
+                for step in self.nested_steps() {
+                    used.extend(step.op.uses().into_iter().filter(|u| !made.contains(u)));
+                    made.extend(step.op.defines_all());
+                }
+                if let Op::Fork(f) = self {
+                    used.extend(f.give.iter().map(String::as_str).filter(|g| !made.contains(g)));
+                }
+                used
+            }
+            Op::MemGrowth { since } => vec![since],
             _ => Vec::new(),
         }
     }
@@ -412,16 +565,32 @@ impl Op {
             Op::MemRead { .. } => MEM_READ_FIELDS,
             Op::Guest { .. } => GUEST_FIELDS,
             Op::PreFault { .. } => PRE_FAULT_FIELDS,
+            Op::PunchCycle { .. } | Op::HostCheck { .. } | Op::PunchVerify { .. } => BOARD_FIELDS,
+            Op::Fork(_) | Op::Repeat(_) | Op::MemSnapshot { .. } => &[],
+            Op::MemGrowth { .. } => MEM_GROWTH_FIELDS,
             _ => VALUE_FIELDS,
         }
     }
 
     /// Fields that success of this step means, checked unless the expectation names one of them:
     /// a guest program that succeeds ran to its end and halted.
-    pub fn implied_fields(&self) -> Vec<(&'static str, FieldVal)> {
+    pub fn implied_fields(&self) -> &'static [(&'static str, FieldVal)] {
+        static GUEST: LazyLock<Vec<(&'static str, FieldVal)>> =
+            LazyLock::new(|| vec![("exit", FieldVal::Word("hlt".into())), ("completed", FieldVal::Bool(true))]);
         match self {
-            Op::Guest { .. } => vec![("exit", FieldVal::Word("hlt".into())), ("completed", FieldVal::Bool(true))],
-            _ => Vec::new(),
+            Op::Guest { .. } => &GUEST,
+            _ => &[],
+        }
+    }
+
+    /// Fields checked whenever this step succeeds, unless the expectation names that very field:
+    /// a race board program that found a wrong page has failed, however it exited.
+    pub fn invariant_fields(&self) -> &'static [(&'static str, FieldVal)] {
+        static NO_VIOLATION: LazyLock<Vec<(&'static str, FieldVal)>> =
+            LazyLock::new(|| vec![("violation", FieldVal::Word("none".into()))]);
+        match self {
+            Op::Guest { .. } | Op::PunchCycle { .. } | Op::HostCheck { .. } | Op::PunchVerify { .. } => &NO_VIOLATION,
+            _ => &[],
         }
     }
 
@@ -450,6 +619,18 @@ impl Op {
             Op::SetAttributes { attributes, .. } if *attributes != 0 => vec![Requirement::MemoryAttributes],
             Op::PreFault { .. } => vec![Requirement::PreFault],
             Op::EnableCap { cap, .. } if *cap == KVM_CAP_EXIT_HYPERCALL => vec![Requirement::ExitHypercall],
+            Op::Race(race) => race
+                .threads
+                .iter()
+                .flat_map(|t| t.steps.iter().filter(|s| s.expect.is_unconditional_ok()))
+                .flat_map(|s| s.op.implied_requirements())
+                .collect(),
+            Op::Fork(_) | Op::Repeat(_) => self
+                .nested_steps()
+                .iter()
+                .filter(|s| s.expect.is_unconditional_ok())
+                .flat_map(|s| s.op.implied_requirements())
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -473,6 +654,19 @@ static PRE_FAULT_FIELDS: &[FieldSpec] = &[
     FieldSpec { name: "gpa", kind: FieldKind::Int },
     FieldSpec { name: "size", kind: FieldKind::Int },
 ];
+static BOARD_FIELDS: &[FieldSpec] = &[FieldSpec { name: "violation", kind: FieldKind::Word(&["none", "found"]) }];
+/// What `mem_growth` measures: each is now minus the snapshot (negative when use fell).
+pub static MEM_GROWTH_FIELDS: &[FieldSpec] = &[
+    FieldSpec { name: "rss", kind: FieldKind::Bytes },
+    FieldSpec { name: "fds", kind: FieldKind::Int },
+    FieldSpec { name: "mem_used", kind: FieldKind::Bytes },
+    FieldSpec { name: "unevictable", kind: FieldKind::Bytes },
+    FieldSpec { name: "shmem", kind: FieldKind::Bytes },
+    FieldSpec { name: "sunreclaim", kind: FieldKind::Bytes },
+    FieldSpec { name: "vmalloc", kind: FieldKind::Bytes },
+    FieldSpec { name: "page_tables", kind: FieldKind::Bytes },
+    FieldSpec { name: "percpu", kind: FieldKind::Bytes },
+];
 static MEM_READ_FIELDS: &[FieldSpec] = &[FieldSpec { name: "bytes", kind: FieldKind::Byte }];
 static GUEST_FIELDS: &[FieldSpec] = &[
     FieldSpec { name: "exit", kind: FieldKind::Word(crate::kvm::vcpu::EXIT_WORDS) },
@@ -484,6 +678,7 @@ static GUEST_FIELDS: &[FieldSpec] = &[
     FieldSpec { name: "port", kind: FieldKind::Int },
     FieldSpec { name: "ret", kind: FieldKind::Int },
     FieldSpec { name: "hypercalls", kind: FieldKind::Int },
+    FieldSpec { name: "violation", kind: FieldKind::Word(&["none", "found"]) },
 ];
 
 pub const FILE_TYPES: &[&str] = &["regular", "directory", "char", "block", "fifo", "socket", "symlink"];

@@ -1,3 +1,4 @@
 //! Targets gmemconf runs cases on, and what it watches there.
 
 pub mod kmsg;
+pub mod qemu;

@@ -1,0 +1,179 @@
+//! (b) The race engine's punch-while-the-guest-touches cycle rate against a minimal direct loop:
+//! one vCPU reads 16 tracked pages in a loop while one host thread punches a page, rewrites it
+//! through the mapping and publishes it, as fast as it can.
+
+use super::report::{Comparison, Target};
+use crate::exec::board::{BOARD_GPA, BOARD_SIZE, Board};
+use crate::exec::interp::perform;
+use crate::exec::race::run_race;
+use crate::exec::world::{CODE_GPA, CODE_SIZE, Mapping, World};
+use crate::guest::{BoardPages, Program, run_program};
+use crate::kvm::gmem::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE};
+use crate::kvm::uapi::{self, MemoryRegion2};
+use crate::kvm::{Kvm, Vcpu};
+use crate::suite::step::Op;
+use crate::suite::{Source, load::load_text};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const GPA: u64 = 0x10_0000;
+const PAGES: u64 = 16;
+const SIZE: u64 = PAGES * 4096;
+
+fn engine_case(duration: Duration) -> String {
+    format!(
+        "
+suite: bench
+summary: punch while the guest touches
+cases:
+  - name: race
+    ref: gmemconf bench
+    steps:
+      - vm: {{}}
+      - gmem: {{ as: g, size: 64K, flags: [mmap, init_shared] }}
+      - mmap: {{ as: m, fd: g, len: 64K }}
+      - memslot: {{ slot: 1, gpa: 0x100000, size: 64K, gmem: g, userspace: m }}
+      - vcpu: {{ as: cpu0, id: 0 }}
+      - race:
+          duration: {}ms
+          threads:
+            vcpu0:
+              repeat: while_others_run
+              steps:
+                - guest: {{ vcpu: cpu0, program: check_loop, gpa: 0x100000, pages: 16 }}
+            puncher:
+              repeat: 1000000000
+              steps:
+                - punch_cycle: {{ gmem: g, map: m, pages: 16 }}
+",
+        duration.as_millis()
+    )
+}
+
+/// Alternating rounds, so that a change in the machine's load hits both sides alike.
+const ROUNDS: u32 = 3;
+
+pub fn compare(duration: Duration) -> Result<Comparison, String> {
+    let (mut engine, mut direct) = (0.0, 0.0);
+    for _ in 0..ROUNDS {
+        engine += engine_rate(duration / ROUNDS)? / f64::from(ROUNDS);
+        direct += direct_rate(duration / ROUNDS)? / f64::from(ROUNDS);
+    }
+    Ok(Comparison {
+        what: "(b) punch+rewrite cycles while a vCPU reads",
+        unit: "cycles/s",
+        gmemconf: engine,
+        direct,
+        target: Target::RateAtLeast(0.90),
+    })
+}
+
+fn engine_rate(duration: Duration) -> Result<f64, String> {
+    let suite = load_text(&engine_case(duration), &Source::Embedded("bench")).map_err(|e| format!("{e:?}"))?;
+    let case = suite.cases.first().ok_or("the bench suite has no case")?;
+    let world = Arc::new(World::new().map_err(|e| e.to_string())?);
+    let probe = Arc::new(crate::probe::gather());
+    for step in &case.steps {
+        match &step.op {
+            Op::Race(race) => {
+                let start = Instant::now();
+                let met = probe.clone();
+                let report =
+                    run_race(&world, race, Arc::new(move |r, vm_types: &[u64]| met.meets_on(r, vm_types).is_ok()));
+                let elapsed = start.elapsed().as_secs_f64();
+                if report.failure.is_some() {
+                    return Err(format!("the benchmark race failed: {}", report.summary));
+                }
+                let punches = world.board().map_err(|e| e.0)?.counts.punches.load(Ordering::SeqCst);
+                return Ok(punches as f64 / elapsed);
+            }
+            op => {
+                let obs = perform(&world, op).map_err(|e| e.0)?;
+                if !obs.is_ok() {
+                    return Err(format!("benchmark setup step failed: {}", obs.call));
+                }
+            }
+        }
+    }
+    Err("the benchmark case has no race".into())
+}
+
+/// The same work with nothing of the engine: two threads, the board, the syscalls.
+fn direct_rate(duration: Duration) -> Result<f64, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let kvm = Kvm::open().map_err(|x| e(&x))?;
+    let vm = kvm.try_create_vm(0).map_err(|x| e(&x))?;
+    let flags = uapi::GUEST_MEMFD_FLAG_MMAP | uapi::GUEST_MEMFD_FLAG_INIT_SHARED;
+    let gmem = vm.try_create_guest_memfd(SIZE, flags).map_err(|x| e(&x))?;
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let host = Mapping::map(SIZE as usize, rw, libc::MAP_SHARED, gmem.as_raw_fd(), 0).map_err(|x| e(&x))?;
+    let code = Mapping::map(CODE_SIZE, rw, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0).map_err(|x| e(&x))?;
+    let board = Board::new()?;
+    board.reset(7);
+    let last = vm.check_extension(uapi::KVM_CAP_NR_MEMSLOTS).map_err(|x| e(&x))? as u32 - 1;
+    let slots = [
+        (1, GPA, SIZE, host.addr(), uapi::KVM_MEM_GUEST_MEMFD, gmem.as_raw_fd() as u32),
+        (last, CODE_GPA, CODE_SIZE as u64, code.addr(), 0, 0),
+        (last - 1, BOARD_GPA, BOARD_SIZE as u64, board.host_addr(), 0, 0),
+    ];
+    for (slot, gpa, size, addr, flags, fd) in slots {
+        let region = MemoryRegion2 {
+            slot,
+            flags,
+            guest_phys_addr: gpa,
+            memory_size: size,
+            userspace_addr: addr,
+            guest_memfd: fd,
+            ..Default::default()
+        };
+        // SAFETY: every mapping outlives the VM (all are dropped after it, below).
+        unsafe { vm.set_memory_region2_raw(&region) }.map_err(|x| e(&x))?;
+    }
+    let mut vcpu = Vcpu::new(vm.try_create_vcpu(0).map_err(|x| e(&x))?);
+    let (code_ptr, host_ptr) = (code.ptr as usize, host.ptr as usize);
+    let program = Program::CheckLoop(BoardPages { gpa: GPA, first: 0, pages: PAGES, iterations: 0 });
+    let cycles = std::thread::scope(|scope| {
+        let guest = scope.spawn(|| {
+            // SAFETY: the code mapping is ours and mapped at CODE_GPA for this vCPU.
+            unsafe { run_program(&mut vcpu, code_ptr as *mut u8, CODE_GPA, 0, &program) }
+        });
+        let start = Instant::now();
+        let mut cycles = 0u64;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        while start.elapsed() < duration {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let page = x % PAGES;
+            // SAFETY: plain syscall on our guest_memfd.
+            let rc = unsafe {
+                libc::fallocate(
+                    gmem.as_raw_fd(),
+                    FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    (page * 4096) as i64,
+                    4096,
+                )
+            };
+            if rc != 0 {
+                break;
+            }
+            let generation = board.next_gen(page);
+            // SAFETY: the page is inside the host mapping.
+            unsafe { Board::write_page((host_ptr + (page * 4096) as usize) as *mut u8, board.tag(page), generation) };
+            board.publish(page, generation);
+            cycles += 1;
+        }
+        let rate = cycles as f64 / start.elapsed().as_secs_f64();
+        board.stop();
+        let report = guest.join();
+        match report {
+            Ok(Ok(r)) if !r.violation => Ok(rate),
+            other => Err(format!("the direct loop's guest failed: {other:?}")),
+        }
+    })?;
+    drop(vcpu);
+    drop(vm);
+    Ok(cycles)
+}
