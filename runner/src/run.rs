@@ -107,7 +107,13 @@ pub fn load_selection(paths: &[PathBuf], baselines: BaselineChoice) -> Result<Se
 
 /// Why a case cannot run on this target, if it cannot.
 pub fn skip_reason(case: &Case, probe: &Probe) -> Option<String> {
-    case.requires.iter().find_map(|r| probe.meets(r).err().map(|why| format!("needs {r}: {why}")))
+    // Facts about the target first: "no sw_protected VM type" says more than a capability that
+    // a VM of that type cannot be asked about.
+    let (target, per_vm): (Vec<_>, Vec<_>) = case.requires.iter().partition(|n| !n.what.is_per_vm_type());
+    target
+        .into_iter()
+        .chain(per_vm)
+        .find_map(|n| probe.meets_on(&n.what, &n.vm_types).err().map(|why| format!("needs {}: {why}", n.what)))
 }
 
 pub fn baseline_for<'a>(case: &Case, baselines: &'a [Baseline], probe: &Probe) -> Option<&'a Baseline> {

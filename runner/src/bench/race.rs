@@ -80,7 +80,8 @@ fn engine_rate(duration: Duration) -> Result<f64, String> {
             Op::Race(race) => {
                 let start = Instant::now();
                 let met = probe.clone();
-                let report = run_race(&world, race, Arc::new(move |r| met.meets(r).is_ok()));
+                let report =
+                    run_race(&world, race, Arc::new(move |r, vm_types: &[u64]| met.meets_on(r, vm_types).is_ok()));
                 let elapsed = start.elapsed().as_secs_f64();
                 if report.failure.is_some() {
                     return Err(format!("the benchmark race failed: {}", report.summary));

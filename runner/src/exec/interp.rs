@@ -5,7 +5,7 @@ use super::ops_proc::Stop;
 use super::protocol::{CaseResult, StepFailure};
 use super::race::{Met, RaceFailure, run_race};
 use super::world::{CaseError, World};
-use super::{ops_file as file, ops_kvm as kvm, ops_mem as mem, ops_race as race_ops};
+use super::{ops_attr as attr, ops_file as file, ops_kvm as kvm, ops_mem as mem, ops_race as race_ops};
 use crate::probe::Probe;
 use crate::suite::expect::ResultExp;
 use crate::suite::step::{Op, Step};
@@ -29,7 +29,8 @@ pub fn run_case(
         }
     };
     let shared_probe = Arc::new(probe.clone());
-    let met: Arc<Met> = Arc::new(move |r: &Requirement| shared_probe.meets(r).is_ok());
+    // A requirement in an `if:` is judged on the VM types the step acts on (see suite::load).
+    let met: Arc<Met> = Arc::new(move |r: &Requirement, vm_types: &[u64]| shared_probe.meets_on(r, vm_types).is_ok());
     for (i, step) in case.steps.iter().enumerate() {
         on_step(i + 1);
         let failure = |expected: String, actual: String, call: String, location: String| {
@@ -130,7 +131,7 @@ pub enum Judged {
 /// Performs one plain step (in a forked copy when it expects a signal) and judges what it
 /// observed against its expectation, resolved on this target.
 pub fn perform_and_judge(w: &World, step: &Step, met: &Met) -> Result<Observed, Judged> {
-    let expected = step.expect.resolve(met);
+    let expected = step.expect.resolve(&|r| met(r, &step.vm_types));
     let observed = if matches!(expected.result, ResultExp::Signal(_)) {
         perform_in_fork(w, &step.op)
     } else {
@@ -191,6 +192,11 @@ pub fn perform(w: &World, op: &Op) -> Result<Observed, CaseError> {
         Op::Madvise { map, offset, len, advice } => mem::madvise(w, map, *offset, *len, *advice),
         Op::MemWrite { map, offset, len, byte } => mem::mem_write(w, map, *offset, *len, *byte),
         Op::MemRead { map, offset, len } => mem::mem_read(w, map, *offset, *len),
+        Op::SetAttributes { vm, gpa, size, attributes, flags } => {
+            attr::set_attributes(w, vm, *gpa, *size, *attributes, *flags)
+        }
+        Op::PreFault { vcpu, gpa, size, flags } => attr::pre_fault(w, vcpu, *gpa, *size, *flags),
+        Op::EnableCap { vm, cap, flags, args } => attr::enable_cap(w, vm, *cap, *flags, *args),
         Op::PunchCycle { gmem, pages } => race_ops::punch_cycle(w, gmem, pages),
         Op::HostCheck { pages } => race_ops::host_check(w, pages),
         Op::PunchVerify { gmem, pages } => race_ops::punch_verify(w, gmem, pages),

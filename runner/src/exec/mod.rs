@@ -4,6 +4,7 @@ pub mod board;
 pub mod child;
 pub mod interp;
 pub mod observe;
+pub mod ops_attr;
 pub mod ops_file;
 pub mod ops_kvm;
 pub mod ops_mem;

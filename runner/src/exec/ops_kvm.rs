@@ -4,7 +4,7 @@ use super::board::{BOARD_GPA, BOARD_SIZE, Board};
 use super::observe::{ObsResult, Observed};
 use super::world::{CODE_GPA, CODE_SIZE, CaseError, CodeRegion, Mapping, Obj, VcpuObj, VmObj, World};
 use crate::guest::run::RunError;
-use crate::guest::{Program, run_program};
+use crate::guest::{Program, run_program_answering};
 use crate::kvm::uapi::{self, CreateGuestMemfd, MemoryRegion, MemoryRegion2};
 use crate::kvm::{GuestExit, Vcpu};
 use crate::suite::expect::FieldVal;
@@ -196,12 +196,16 @@ pub fn guest(w: &World, vcpu_name: &str, program: &Program) -> Result<Observed, 
         b.clear_guest(obj.id);
     }
     let (code_host, code_gpa) = obj.code_page();
+    // The VMM side of the guest's hypercalls: conversions on the VM this vCPU was made from.
+    let vm = obj.vm.upgrade();
+    let mut vmm = super::ops_attr::Conversions::new(vm.as_ref().map(|v| &v.vm));
     let report = {
         let mut vcpu = obj.lock();
         let _running = board.as_ref().map(|b| GuestRunning::enter(b));
+        let mut answer = |nr, args: &[u64; 6]| vmm.answer(nr, args);
         // SAFETY: the code page is CODE_PAGE bytes of our own anonymous memory, this vCPU's alone,
         // mapped at code_gpa.
-        match unsafe { run_program(&mut vcpu, code_host, code_gpa, obj.id, program) } {
+        match unsafe { run_program_answering(&mut vcpu, code_host, code_gpa, obj.id, program, &mut answer) } {
             Ok(r) => r,
             // A vCPU ioctl the kernel refused while setting up (e.g. EIO from a process that
             // did not create the VM) is the kernel's answer, not gmemconf's failure.
@@ -261,6 +265,15 @@ pub fn guest(w: &World, vcpu_name: &str, program: &Program) -> Result<Observed, 
             .err()
             .unwrap_or_else(|| format!("tag {tag:#x}, generation {generation}"));
         obs.note = Some(format!("the guest found page {page} wrong (read after epoch {epoch}): {why}"));
+    }
+    // A hypercall returns to a 32-bit guest in EAX: -22 arrives as 0xffffffea.
+    if let Some(ret) = report.hypercall_ret {
+        obs = obs.field("ret", FieldVal::Int((ret as u32 as i32).into()));
+    }
+    obs = obs.field("hypercalls", FieldVal::Int(report.hypercalls.into()));
+    if !vmm.log.is_empty() {
+        let log = vmm.log.join("; ");
+        obs.note = Some(obs.note.map_or(log.clone(), |n| format!("{n}; {log}")));
     }
     Ok(obs)
 }

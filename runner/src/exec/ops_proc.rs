@@ -334,6 +334,7 @@ mod tests {
             loc: Default::default(),
             text: "vm {}".into(),
             reference: reference.map(str::to_string),
+            vm_types: vec![0],
         }
     }
 

@@ -72,7 +72,7 @@ pub fn pick(n: u64) -> u64 {
 }
 
 fn seed_thread(seed: u64, index: usize) {
-    RNG.with(|r| r.set(seed ^ (index as u64 + 1).wrapping_mul(0xd6e8_feb8_6659_fd93)));
+    RNG.with(|r| r.set(seed ^ (index as u64).wrapping_add(1).wrapping_mul(0xd6e8_feb8_6659_fd93)));
 }
 
 fn choose_seed(race: &Race) -> u64 {
@@ -95,8 +95,8 @@ pub fn parse_seed(text: &str) -> Option<u64> {
     }
 }
 
-/// Decides `if:` conditions of expectations on this target.
-pub type Met = dyn Fn(&Requirement) -> bool + Send + Sync;
+/// Decides `if:` conditions of expectations on this target, on the VM types a step acts on.
+pub type Met = dyn Fn(&Requirement, &[u64]) -> bool + Send + Sync;
 
 /// What the threads share while the race runs.
 struct Shared {

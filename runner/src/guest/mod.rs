@@ -5,4 +5,4 @@ pub mod protocol;
 pub mod run;
 
 pub use program::{BoardPages, Program};
-pub use run::{GuestReport, run_program};
+pub use run::{GuestReport, HypercallAnswer, run_program, run_program_answering};

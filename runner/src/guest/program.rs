@@ -3,6 +3,7 @@
 
 use super::protocol::*;
 use crate::exec::board;
+use crate::kvm::uapi;
 use iced_x86::code_asm::*;
 
 #[derive(Clone, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub enum Program {
     /// Read the first byte of every 4 KiB page of `gpa..gpa+len`, `iterations` times over (0: for
     /// ever), then report the last byte read.
     ReadLoop { gpa: u64, len: u64, iterations: u64 },
+    /// Ask the VMM to convert `gpa..gpa+len` to private (or shared) with the KVM_HC_MAP_GPA_RANGE
+    /// hypercall (nr 12: gpa, number of 4 KiB pages, attributes), and report what it returned.
+    MapGpa { gpa: u64, len: u64, private: bool },
     /// Race checker: read the tracked pages over and over, judging each against the race board
     /// (exec::board); counts what it saw in its scratch area and reports the first wrong page.
     CheckLoop(BoardPages),
@@ -48,6 +52,10 @@ impl std::fmt::Debug for Program {
             Program::ReadLoop { gpa, len, iterations } => {
                 write!(f, "read_loop {{ gpa: {gpa:#x}, len: {len:#x}, iterations: {iterations} }}")
             }
+            Program::MapGpa { gpa, len, private } => {
+                let to = if *private { "private" } else { "shared" };
+                write!(f, "map_gpa {{ gpa: {gpa:#x}, len: {len:#x}, to: {to} }}")
+            }
             Program::CheckLoop(b) | Program::WriteLoop(b) => {
                 let name = if matches!(self, Program::CheckLoop(_)) { "check_loop" } else { "write_loop" };
                 write!(
@@ -60,7 +68,8 @@ impl std::fmt::Debug for Program {
     }
 }
 
-pub const PROGRAM_NAMES: &[&str] = &["read", "write", "fill", "verify", "read_loop", "check_loop", "write_loop"];
+pub const PROGRAM_NAMES: &[&str] =
+    &["read", "write", "fill", "verify", "read_loop", "check_loop", "write_loop", "map_gpa"];
 
 impl Program {
     /// Whether the program keeps state in the race board (and so in the vCPU's scratch area).
@@ -130,6 +139,19 @@ impl Program {
                     a.jmp(pass)?;
                 }
                 a.out(PORT_VALUE as u32, eax)?;
+            }
+            Program::MapGpa { gpa, len, private } => {
+                let attrs = if private { uapi::KVM_MAP_GPA_RANGE_ENCRYPTED } else { 0 };
+                a.mov(eax, uapi::KVM_HC_MAP_GPA_RANGE as u32)?;
+                a.mov(ebx, addr32(gpa)?)?;
+                a.mov(ecx, addr32(len / 4096)?)?;
+                a.mov(edx, attrs as u32)?;
+                if host_cpu_is_amd() {
+                    a.vmmcall()?;
+                } else {
+                    a.vmcall()?;
+                }
+                a.out(PORT_HYPERCALL_RET as u32, eax)?;
             }
             Program::CheckLoop(b) => emit_check_loop(&mut a, b, vcpu)?,
             Program::WriteLoop(b) => emit_write_loop(&mut a, b, vcpu)?,
@@ -278,6 +300,14 @@ impl std::fmt::Display for AsmError {
     }
 }
 
+/// KVM takes the hypercall instruction of the vendor it runs on (VMMCALL on AMD and Hygon, VMCALL
+/// on Intel); the other one traps and is patched only while KVM_X86_QUIRK_FIX_HYPERCALL_INSN is on.
+fn host_cpu_is_amd() -> bool {
+    let leaf0 = std::arch::x86_64::__cpuid(0);
+    // "AuthenticAMD" and "HygonGenuine": EBX holds the first four characters.
+    leaf0.ebx == u32::from_le_bytes(*b"Auth") || leaf0.ebx == u32::from_le_bytes(*b"Hygo")
+}
+
 fn addr32(v: u64) -> Result<u32, AsmError> {
     u32::try_from(v).map_err(|_| AsmError::Above4G(v))
 }
@@ -294,6 +324,7 @@ mod tests {
             Program::Fill { gpa: 0x1000, len: 4096, byte: 0xaa },
             Program::Verify { gpa: 0x1000, len: 4096, byte: 0xaa },
             Program::ReadLoop { gpa: 0x1000, len: 8192, iterations: 3 },
+            Program::MapGpa { gpa: 0x1000, len: 8192, private: true },
             Program::CheckLoop(BoardPages { gpa: 0x1000, first: 0, pages: 16, iterations: 0 }),
             Program::WriteLoop(BoardPages { gpa: 0x1000, first: 16, pages: 16, iterations: 5 }),
         ] {

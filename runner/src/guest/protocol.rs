@@ -11,3 +11,5 @@ pub const PORT_MISMATCH_BYTE: u16 = 0x13;
 /// `check_loop` found a page that breaks the race board's rules; what it found is in its scratch
 /// area of the board (see exec::board), and it halts right after.
 pub const PORT_VIOLATION: u16 = 0x14;
+/// `map_gpa`: the value its hypercall returned (RAX; 32 bits in the guest's 32-bit mode).
+pub const PORT_HYPERCALL_RET: u16 = 0x15;

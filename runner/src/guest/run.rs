@@ -2,7 +2,7 @@
 
 use super::program::Program;
 use super::protocol::*;
-use crate::kvm::{GuestExit, KvmError, Vcpu};
+use crate::kvm::{GuestExit, KvmError, Vcpu, uapi};
 
 /// What a guest program reported and how its run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,9 +15,17 @@ pub struct GuestReport {
     pub mismatch: Option<(u64, u8)>,
     /// The exit that ended the run: `Hlt` for a program that finished.
     pub last_exit: GuestExit,
+    /// How many KVM_EXIT_HYPERCALL exits the run loop answered.
+    pub hypercalls: u32,
+    /// `map_gpa`: what its hypercall returned to the guest (RAX as the guest reported it).
+    pub hypercall_ret: Option<u64>,
     /// A board program found a page that breaks the race board's rules (details on the board).
     pub violation: bool,
 }
+
+/// The VMM's side of a hypercall that KVM forwards to userspace (KVM_EXIT_HYPERCALL): given the
+/// hypercall number and arguments, returns what the guest's hypercall returns.
+pub type HypercallAnswer<'a> = &'a mut dyn FnMut(u64, &[u64; 6]) -> u64;
 
 #[derive(Debug)]
 pub enum RunError {
@@ -38,7 +46,7 @@ impl std::fmt::Display for RunError {
 const MAX_EXITS: usize = 100_000;
 
 /// Copies the program into the code page (`code_host` is the host view of `code_gpa`) and runs it
-/// on the vCPU whose id is `vcpu_id`.
+/// on the vCPU whose id is `vcpu_id`; a hypercall that reaches userspace fails with -KVM_ENOSYS.
 ///
 /// # Safety
 /// `code_host` must point to at least 4 KiB of writable memory that backs `code_gpa` for this vCPU.
@@ -49,6 +57,24 @@ pub unsafe fn run_program(
     vcpu_id: u64,
     program: &Program,
 ) -> Result<GuestReport, RunError> {
+    let mut refuse = |_: u64, _: &[u64; 6]| uapi::KVM_ENOSYS.wrapping_neg();
+    // SAFETY: as the caller guarantees.
+    unsafe { run_program_answering(vcpu, code_host, code_gpa, vcpu_id, program, &mut refuse) }
+}
+
+/// As `run_program`, with `answer` deciding what each hypercall that reaches userspace returns
+/// (as a VMM does, e.g. converting memory for KVM_HC_MAP_GPA_RANGE).
+///
+/// # Safety
+/// As for `run_program`.
+pub unsafe fn run_program_answering(
+    vcpu: &mut Vcpu,
+    code_host: *mut u8,
+    code_gpa: u64,
+    vcpu_id: u64,
+    program: &Program,
+    answer: HypercallAnswer,
+) -> Result<GuestReport, RunError> {
     let code = program.assemble(code_gpa, vcpu_id).map_err(RunError::Assemble)?;
     if code.len() > 4096 {
         return Err(RunError::Assemble(format!("{} bytes do not fit the code page", code.len())));
@@ -57,8 +83,15 @@ pub unsafe fn run_program(
     unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), code_host, code.len()) };
     vcpu.complete_pending_io().map_err(RunError::Kvm)?;
     vcpu.enter_flat32(code_gpa).map_err(RunError::Kvm)?;
-    let mut report =
-        GuestReport { values: Vec::new(), done: false, mismatch: None, last_exit: GuestExit::Hlt, violation: false };
+    let mut report = GuestReport {
+        values: Vec::new(),
+        done: false,
+        mismatch: None,
+        last_exit: GuestExit::Hlt,
+        violation: false,
+        hypercalls: 0,
+        hypercall_ret: None,
+    };
     let mut mismatch_gpa = None;
     for _ in 0..MAX_EXITS {
         let exit = vcpu.run_once();
@@ -69,6 +102,12 @@ pub unsafe fn run_program(
             GuestExit::IoOut { port: PORT_MISMATCH_GPA, value } => mismatch_gpa = Some(value),
             GuestExit::IoOut { port: PORT_MISMATCH_BYTE, value } => {
                 report.mismatch = Some((mismatch_gpa.unwrap_or(0), value as u8));
+            }
+            GuestExit::IoOut { port: PORT_HYPERCALL_RET, value } => report.hypercall_ret = Some(value),
+            GuestExit::Hypercall { nr, args } => {
+                report.hypercalls += 1;
+                let ret = answer(nr, &args);
+                vcpu.set_hypercall_ret(ret);
             }
             other => {
                 report.last_exit = other;

@@ -46,6 +46,15 @@ pub const GUEST_MEMFD_FLAG_MMAP: u64 = 1 << 0;
 pub const GUEST_MEMFD_FLAG_INIT_SHARED: u64 = 1 << 1;
 
 pub const KVM_MEMORY_ATTRIBUTE_PRIVATE: u64 = 1 << 3;
+
+/// The hypercall a guest makes to ask its VMM to convert a range (include/uapi/linux/kvm_para.h),
+/// and the bit of KVM_CAP_EXIT_HYPERCALL that forwards it to userspace.
+pub const KVM_HC_MAP_GPA_RANGE: u64 = 12;
+/// Its third argument (arch/x86/include/uapi/asm/kvm_para.h): page size bits, and bit 4 set for
+/// encrypted (private), clear for decrypted (shared).
+pub const KVM_MAP_GPA_RANGE_ENCRYPTED: u64 = 1 << 4;
+/// Hypercall return values KVM itself uses (kvm_para.h): negated in the guest's RAX.
+pub const KVM_ENOSYS: u64 = 1000;
 pub const KVM_MEMORY_EXIT_FLAG_PRIVATE: u64 = 1 << 3;
 
 /// x86 VM types, by the names suites use.
@@ -111,6 +120,17 @@ pub struct PreFaultMemory {
     pub padding: [u64; 5],
 }
 
+/// struct kvm_enable_cap, 104 bytes.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct EnableCap {
+    pub cap: u32,
+    pub flags: u32,
+    pub args: [u64; 4],
+    pub pad: [u8; 64],
+}
+
+const _: () = assert!(std::mem::size_of::<EnableCap>() == 104);
 const _: () = assert!(std::mem::size_of::<MemoryRegion2>() == 160);
 const _: () = assert!(std::mem::size_of::<MemoryRegion>() == 32);
 const _: () = assert!(std::mem::size_of::<CreateGuestMemfd>() == 64);

@@ -28,6 +28,12 @@ pub enum GuestExit {
         flags: u64,
     },
     InternalError,
+    /// KVM_EXIT_HYPERCALL: the guest made a hypercall that KVM forwards to userspace, which
+    /// answers with `Vcpu::set_hypercall_ret` before the next KVM_RUN.
+    Hypercall {
+        nr: u64,
+        args: [u64; 6],
+    },
     FailEntry {
         reason: u64,
     },
@@ -46,6 +52,7 @@ impl GuestExit {
             GuestExit::Shutdown => "shutdown",
             GuestExit::MemoryFault { .. } => "memory_fault",
             GuestExit::InternalError => "internal_error",
+            GuestExit::Hypercall { .. } => "hypercall",
             GuestExit::FailEntry { .. } => "fail_entry",
             GuestExit::Other(_) => "other",
             GuestExit::Errno(_) => "errno",
@@ -124,10 +131,19 @@ impl Vcpu {
         self.fd.set_regs(&regs).map_err(errno).named("KVM_SET_REGS")
     }
 
-    /// KVM_PRE_FAULT_MEMORY: on return `range.gpa`/`range.size` hold what is left to do.
-    pub fn pre_fault_memory_raw(&self, range: &mut super::uapi::PreFaultMemory) -> Result<(), Errno> {
+    /// KVM_PRE_FAULT_MEMORY: on return `range.gpa`/`range.size` hold what is left to do; the
+    /// ioctl's return value (0 when at least one page was processed).
+    pub fn pre_fault_memory_raw(&self, range: &mut super::uapi::PreFaultMemory) -> Result<i32, Errno> {
         use std::os::fd::AsRawFd;
-        super::ioctl::ioctl_ptr(self.fd.as_raw_fd(), super::uapi::KVM_PRE_FAULT_MEMORY, range).map(drop)
+        super::ioctl::ioctl_ptr(self.fd.as_raw_fd(), super::uapi::KVM_PRE_FAULT_MEMORY, range)
+    }
+
+    /// The value the guest's hypercall returns (kvm_run.hypercall.ret), after a
+    /// `GuestExit::Hypercall` and before the next KVM_RUN.
+    pub fn set_hypercall_ret(&mut self, ret: u64) {
+        // Called only after KVM_RUN returned KVM_EXIT_HYPERCALL: the hypercall member of the
+        // union is the live one.
+        self.fd.get_kvm_run().__bindgen_anon_1.hypercall.ret = ret;
     }
 
     /// One KVM_RUN.
@@ -158,6 +174,7 @@ impl Vcpu {
             Ok(VcpuExit::Shutdown) => GuestExit::Shutdown,
             Ok(VcpuExit::MemoryFault { flags, gpa, size }) => GuestExit::MemoryFault { gpa, size, flags },
             Ok(VcpuExit::InternalError) => GuestExit::InternalError,
+            Ok(VcpuExit::Hypercall(h)) => GuestExit::Hypercall { nr: h.nr, args: h.args },
             Ok(VcpuExit::FailEntry(reason, _)) => GuestExit::FailEntry { reason },
             Ok(other) => GuestExit::Other(format!("{other:?}")),
             Err(e) => GuestExit::Errno(Errno::from_raw(e.errno())),

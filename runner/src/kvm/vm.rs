@@ -2,7 +2,7 @@
 
 use super::gmem::GuestMemfd;
 use super::ioctl::{KvmError, Named, ioctl_int, ioctl_ptr};
-use super::uapi::{self, CreateGuestMemfd, MemoryAttributes, MemoryRegion, MemoryRegion2};
+use super::uapi::{self, CreateGuestMemfd, EnableCap, MemoryAttributes, MemoryRegion, MemoryRegion2};
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -57,6 +57,12 @@ impl Vm {
     pub fn set_memory_attributes_raw(&self, attrs: &MemoryAttributes) -> Result<(), Errno> {
         let mut attrs = *attrs;
         ioctl_ptr(self.as_raw_fd(), uapi::KVM_SET_MEMORY_ATTRIBUTES, &mut attrs).map(drop)
+    }
+
+    /// KVM_ENABLE_CAP on the VM (e.g. KVM_CAP_EXIT_HYPERCALL with 1 << KVM_HC_MAP_GPA_RANGE).
+    pub fn enable_cap_raw(&self, cap: u32, flags: u32, args: [u64; 4]) -> Result<(), Errno> {
+        let mut arg = EnableCap { cap, flags, args, pad: [0; 64] };
+        ioctl_ptr(self.as_raw_fd(), uapi::KVM_ENABLE_CAP, &mut arg).map(drop)
     }
 
     pub fn try_create_vcpu(&self, id: u64) -> Result<kvm_ioctls::VcpuFd, KvmError> {

@@ -3,7 +3,8 @@
 use super::host;
 use super::{Probe, VmTypeProbe};
 use crate::kvm::Kvm;
-use crate::kvm::uapi::{KVM_CAP_GUEST_MEMFD, KVM_CAP_GUEST_MEMFD_FLAGS, KVM_CAP_VM_TYPES, PROBED_CAPS, VM_TYPES};
+use crate::kvm::Vm;
+use crate::kvm::uapi::{PROBED_CAPS, VM_TYPES};
 use crate::suite::names::errno_name;
 use std::collections::BTreeMap;
 
@@ -44,11 +45,7 @@ pub fn gather() -> Probe {
         probe.caps_system.insert((*name).to_string(), answer(kvm.check_extension(*cap)));
     }
     match kvm.try_create_vm(0) {
-        Ok(vm) => {
-            for (name, cap) in PROBED_CAPS {
-                probe.caps_vm.insert((*name).to_string(), answer(vm.check_extension(*cap)));
-            }
-        }
+        Ok(vm) => probe.caps_vm = vm_caps(&vm),
         Err(e) => probe.kvm_error = Some(format!("cannot create a default VM: {e}")),
     }
     let advertised = probe.caps_system.get("VM_TYPES").copied().filter(|v| *v > 0).unwrap_or(1) as u64 | 1;
@@ -58,19 +55,21 @@ pub fn gather() -> Probe {
             value: *value,
             advertised: advertised & (1 << value) != 0,
             create: String::new(),
-            guest_memfd: None,
-            gmem_flags: None,
+            caps: BTreeMap::new(),
         };
         match kvm.create_vm_raw(*value) {
             Ok(vm) => {
                 t.create = "ok".into();
-                t.guest_memfd = Some(answer(vm.check_extension(KVM_CAP_GUEST_MEMFD)));
-                t.gmem_flags = vm.check_extension(KVM_CAP_GUEST_MEMFD_FLAGS).ok().map(|v| v as u32 as u64);
+                t.caps = vm_caps(&vm);
             }
             Err(e) => t.create = errno_name(e).to_string(),
         }
         probe.vm_types.push(t);
     }
-    let _ = KVM_CAP_VM_TYPES;
     probe
+}
+
+/// Every probed capability as a VM of this type answers it.
+fn vm_caps(vm: &Vm) -> BTreeMap<String, i64> {
+    PROBED_CAPS.iter().map(|(name, cap)| ((*name).to_string(), answer(vm.check_extension(*cap)))).collect()
 }

@@ -3,7 +3,8 @@
 use super::Probe;
 use crate::suite::names::GMEM_FLAGS;
 
-/// The probe as a table for people.
+/// The probe as a table for people: every capability on /dev/kvm and on a VM of each type that
+/// can be created.
 pub fn render(p: &Probe) -> String {
     let mut s = String::new();
     s.push_str(&format!("kernel:          {}\n", p.kernel_release));
@@ -15,21 +16,32 @@ pub fn render(p: &Probe) -> String {
         return s;
     }
     s.push_str(&format!("KVM API version: {}\n", p.api_version.map_or("?".into(), |v| v.to_string())));
-    s.push_str("capabilities (KVM_CHECK_EXTENSION)   on /dev/kvm   on a default VM\n");
-    for (name, v) in &p.caps_system {
-        let vm = p.caps_vm.get(name).copied().unwrap_or(0);
-        s.push_str(&format!("  KVM_CAP_{name:<28} {v:>#10x}   {vm:>#10x}\n"));
+    let types: Vec<_> = p.vm_types.iter().filter(|t| t.creates()).collect();
+    s.push_str(&format!("{:<40} {:>12}", "capabilities (KVM_CHECK_EXTENSION)", "/dev/kvm"));
+    for t in &types {
+        s.push_str(&format!(" {:>12}", t.name));
     }
-    s.push_str("VM types           advertised  KVM_CREATE_VM  GUEST_MEMFD  GUEST_MEMFD_FLAGS\n");
+    s.push('\n');
+    for (name, v) in &p.caps_system {
+        s.push_str(&format!("  KVM_CAP_{name:<30} {v:>#12x}"));
+        for t in &types {
+            s.push_str(&format!(" {:>#12x}", t.caps.get(name).copied().unwrap_or(0)));
+        }
+        s.push('\n');
+    }
+    s.push_str("VM types           advertised  KVM_CREATE_VM  GUEST_MEMFD_FLAGS\n");
     for t in &p.vm_types {
         s.push_str(&format!(
-            "  {:<3} {:<13} {:<11} {:<14} {:<12} {}\n",
+            "  {:<3} {:<13} {:<11} {:<14} {}\n",
             t.value,
             t.name,
             if t.advertised { "yes" } else { "no" },
             t.create,
-            t.guest_memfd.map_or("-".into(), |v| v.to_string()),
-            t.gmem_flags.map_or("-".into(), |f| format!("{f:#x} ({})", GMEM_FLAGS.render(f)))
+            if t.creates() {
+                format!("{:#x} ({})", t.gmem_flags(), GMEM_FLAGS.render(t.gmem_flags()))
+            } else {
+                "-".into()
+            }
         ));
     }
     s

@@ -7,9 +7,13 @@ pub const SUITES: &[(&str, &str)] = &[
     ("suites/lifetime.yaml", include_str!("../../../suites/lifetime.yaml")),
     ("suites/read-path.yaml", include_str!("../../../suites/read-path.yaml")),
     ("suites/stage2-race.yaml", include_str!("../../../suites/stage2-race.yaml")),
+    ("suites/conversion.yaml", include_str!("../../../suites/conversion.yaml")),
+    ("suites/prefault.yaml", include_str!("../../../suites/prefault.yaml")),
 ];
 
 pub const BASELINES: &[(&str, &str)] = &[
     ("suites/baselines/sealing.yaml", include_str!("../../../suites/baselines/sealing.yaml")),
     ("suites/baselines/memslot-sharing.yaml", include_str!("../../../suites/baselines/memslot-sharing.yaml")),
+    ("suites/baselines/conversion.yaml", include_str!("../../../suites/baselines/conversion.yaml")),
+    ("suites/baselines/prefault.yaml", include_str!("../../../suites/baselines/prefault.yaml")),
 ];

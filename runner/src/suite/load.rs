@@ -7,9 +7,9 @@ use super::matrix;
 use super::model::{Case, DEFAULT_TIMEOUT, Source, Suite};
 use super::node::{self, Node, Value};
 use super::parse_op::parse_op;
-use super::step::{STEP_KEYS, STEP_NAMES, Step};
-use super::{Requirement, embedded};
-use std::collections::{BTreeSet, HashSet};
+use super::step::{Op, STEP_KEYS, STEP_NAMES, Step};
+use super::{Need, Requirement, embedded};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -213,9 +213,9 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
             continue;
         }
         let mut used = Vec::new();
-        let mut requires: Vec<Requirement> = suite_requires.to_vec();
+        let mut declared: Vec<Requirement> = suite_requires.to_vec();
         if let Some(r) = node.get("requires") {
-            requires.extend(requirements(Some(&matrix::substitute(r, &combo, &mut used)?))?);
+            declared.extend(requirements(Some(&matrix::substitute(r, &combo, &mut used)?))?);
         }
         let mut steps = Vec::new();
         let mut defined: Vec<String> = BUILTIN_OBJECTS.iter().map(|s| (*s).to_string()).collect();
@@ -232,12 +232,13 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
                 }
             }
             defined.extend(step.op.defines_all().into_iter().map(str::to_string));
-            if step.expect.is_unconditional_ok() {
-                requires.extend(step.op.implied_requirements());
-            }
             steps.push(step);
         }
         used_anywhere.extend(used);
+        let vm_types = scope_steps(&mut steps);
+        let mut requires: Vec<Need> =
+            declared.into_iter().map(|what| Need { what, vm_types: vm_types.clone() }).collect();
+        implied_needs(&steps, &mut requires);
         requires.sort();
         requires.dedup();
         cases.push(Case {
@@ -247,6 +248,7 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
             reference: reference.clone(),
             summary: summary.clone(),
             requires,
+            vm_types,
             timeout,
             ignore: ignore.clone(),
             serial,
@@ -263,6 +265,86 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
         }
     }
     Ok(cases)
+}
+
+/// Gives each step (also those inside a race, fork or repeat) the VM types its `if:` conditions
+/// and implied requirements are judged on, and returns the types the case creates (`[0]` when it
+/// has no `vm` step). A step acts on the VM it names, or on the VM an object it uses was made from
+/// (a vCPU, a guest_memfd, a mapping of one); other steps act on every type the case creates.
+fn scope_steps(steps: &mut [Step]) -> Vec<u64> {
+    fn created_types(steps: &[Step], out: &mut Vec<u64>) {
+        for step in steps {
+            if let Op::Vm { vm_type, .. } = step.op
+                && !out.contains(&vm_type)
+            {
+                out.push(vm_type);
+            }
+            for nested in nested_lists(&step.op) {
+                created_types(nested, out);
+            }
+        }
+    }
+    fn scope(steps: &mut [Step], created: &[u64], made_from: &mut HashMap<String, u64>) {
+        for step in steps.iter_mut() {
+            let vm_type = match step.op {
+                Op::Vm { vm_type, .. } => Some(vm_type),
+                _ => step.op.uses().iter().find_map(|name| made_from.get(*name).copied()),
+            };
+            for nested in nested_lists_mut(&mut step.op) {
+                scope(nested, created, made_from);
+            }
+            if let Some(d) = step.op.defines() {
+                match vm_type {
+                    Some(t) => made_from.insert(d.to_string(), t),
+                    None => made_from.remove(d),
+                };
+            }
+            step.vm_types = vm_type.map_or_else(|| created.to_vec(), |t| vec![t]);
+        }
+    }
+    let mut created = Vec::new();
+    created_types(steps, &mut created);
+    if created.is_empty() {
+        created.push(0);
+    }
+    scope(steps, &created, &mut HashMap::new());
+    created
+}
+
+/// What the steps that must succeed imply, each judged on its own step's VM types; a race's,
+/// fork's or repeat's steps count one by one.
+fn implied_needs(steps: &[Step], out: &mut Vec<Need>) {
+    for step in steps.iter().filter(|s| s.expect.is_unconditional_ok()) {
+        let nested = nested_lists(&step.op);
+        if nested.is_empty() {
+            let vm_types = &step.vm_types;
+            out.extend(
+                step.op.implied_requirements().into_iter().map(|what| Need { what, vm_types: vm_types.clone() }),
+            );
+        }
+        for list in nested {
+            implied_needs(list, out);
+        }
+    }
+}
+
+/// The step lists a step runs inside it: a race's threads, a fork's or a repeat's steps.
+fn nested_lists(op: &Op) -> Vec<&[Step]> {
+    match op {
+        Op::Race(race) => race.threads.iter().map(|t| t.steps.as_slice()).collect(),
+        Op::Fork(f) => vec![f.steps.as_slice()],
+        Op::Repeat(r) => vec![r.steps.as_slice()],
+        _ => Vec::new(),
+    }
+}
+
+fn nested_lists_mut(op: &mut Op) -> Vec<&mut [Step]> {
+    match op {
+        Op::Race(race) => race.threads.iter_mut().map(|t| t.steps.as_mut_slice()).collect(),
+        Op::Fork(f) => vec![f.steps.as_mut_slice()],
+        Op::Repeat(r) => vec![r.steps.as_mut_slice()],
+        _ => Vec::new(),
+    }
 }
 
 /// Inlines `- use: <fixture>` (or `- use: [<fixture>, ...]`, in that order) steps, also in the
@@ -371,7 +453,14 @@ pub(super) fn parse_step(node: &Node) -> NResult<Step> {
     super::parse_proc::check_expect(&op, node)?;
     let expect = expect::parse(node.get("expect"), op.fields())?;
     let reference = node.get("ref").and_then(Node::as_str).map(str::to_string);
-    Ok(Step { text: format!("{op_name} {}", args.render_compact()), op, expect, loc: op_key.loc, reference })
+    Ok(Step {
+        text: format!("{op_name} {}", args.render_compact()),
+        op,
+        expect,
+        loc: op_key.loc,
+        reference,
+        vm_types: Vec::new(),
+    })
 }
 
 fn required_str(node: &Node, key: &str, help: &str) -> NResult<String> {

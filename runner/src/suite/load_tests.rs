@@ -129,7 +129,11 @@ fn matrix_expands_to_stable_ids() {
         ]
     );
     let reqs: Vec<String> = suite.cases[2].requires.iter().map(ToString::to_string).collect();
-    assert_eq!(reqs, ["gmem_flag.mmap", "gmem_flag.init_shared"], "successful creation implies the flags");
+    assert_eq!(
+        reqs,
+        ["guest_memfd", "gmem_flag.mmap", "gmem_flag.init_shared"],
+        "successful creation implies guest_memfd and the flags"
+    );
 }
 
 #[test]
@@ -162,4 +166,96 @@ fn mutated_shipped_suites_never_panic_the_loader() {
             }
         }
     }
+}
+
+#[test]
+fn requirements_are_judged_on_the_vm_types_the_steps_use() {
+    let yaml = "suite: t\nsummary: s\nrequires: [memory_attributes.private]\ncases:\n  - name: c\n    ref: r\n    steps:\n      - vm: { as: p, type: sw_protected }\n      - gmem: { as: g, vm: p, size: 4K }\n      - set_attributes: { vm: p, gpa: 0, size: 4K, attributes: [private] }\n      - vm: { as: d }\n      - gmem: { as: h, vm: d, size: 4K, flags: [mmap] }\n      - fstat: { fd: g }\n      - memfd: { as: f }\n      - vcpu: { vm: p }\n      - pre_fault: { gpa: 0, size: 4K }\n";
+    let suite = load_text(yaml, &Source::File("s.yaml".into())).expect("valid");
+    let case = &suite.cases[0];
+    assert_eq!(case.vm_types, [1, 0], "the types its vm steps create, in order");
+    let scopes: Vec<(&str, &[u64])> = case.steps.iter().map(|s| (s.op.name(), s.vm_types.as_slice())).collect();
+    assert_eq!(
+        scopes,
+        [
+            ("vm", &[1][..]),
+            ("gmem", &[1]),
+            ("set_attributes", &[1]),
+            ("vm", &[0]),
+            ("gmem", &[0]),
+            ("fstat", &[1]),
+            ("memfd", &[1, 0]),
+            ("vcpu", &[1]),
+            ("pre_fault", &[1]),
+        ],
+        "a step acts on the VM it names or its objects came from; else on every type of the case"
+    );
+    let reqs: Vec<String> = case.requires.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        reqs,
+        [
+            "guest_memfd",
+            "guest_memfd (sw_protected VM)",
+            "memory_attributes.private (sw_protected VM)",
+            "memory_attributes.private (sw_protected or default VM)",
+            "pre_fault (sw_protected VM)",
+            "vm_type.sw_protected",
+            "gmem_flag.mmap",
+        ]
+    );
+}
+
+#[test]
+fn a_case_without_vm_steps_is_judged_on_a_default_vm() {
+    let yaml = "suite: t\nsummary: s\nrequires: [guest_memfd]\ncases:\n  - name: c\n    ref: r\n    steps:\n      - memfd: { as: f }\n";
+    let suite = load_text(yaml, &Source::File("s.yaml".into())).expect("valid");
+    assert_eq!(suite.cases[0].vm_types, [0]);
+    assert_eq!(suite.cases[0].requires[0].vm_types, [0]);
+    assert_eq!(suite.cases[0].steps[0].vm_types, [0]);
+}
+
+#[rstest]
+#[case::map_gpa_partial_page(
+    "      - vm: {}\n      - vcpu: {}\n      - guest: { program: map_gpa, gpa: 0, len: 100, to: private }\n",
+    "s.yaml:9:49: error: map_gpa converts whole 4 KiB pages",
+    "multiple of 4K"
+)]
+#[case::map_gpa_bad_target(
+    "      - vm: {}\n      - vcpu: {}\n      - guest: { program: map_gpa, gpa: 0, len: 4K, to: secret }\n",
+    "s.yaml:9:57: error: cannot convert to `secret`",
+    "`to: private` or `to: shared`"
+)]
+#[case::unknown_attribute(
+    "      - vm: {}\n      - set_attributes: { gpa: 0, size: 4K, attributes: [privat] }\n",
+    "s.yaml:8:58: error: unknown memory attribute `privat`",
+    "did you mean `private`?"
+)]
+#[case::too_many_cap_args(
+    "      - vm: {}\n      - enable_cap: { cap: EXIT_HYPERCALL, args: [0, 0, 0, 0, 0] }\n",
+    "s.yaml:8:50: error: KVM_ENABLE_CAP takes 4 args",
+    ""
+)]
+#[case::unknown_hypercall(
+    "      - vm: {}\n      - enable_cap: { cap: EXIT_HYPERCALL, args: [map_gpa] }\n",
+    "s.yaml:8:51: error: unknown hypercall `map_gpa`",
+    "known: map_gpa_range"
+)]
+fn private_memory_step_errors_point_at_the_spot(#[case] steps: &str, #[case] message: &str, #[case] help: &str) {
+    let errs = errors(&format!("{HEAD}{steps}"));
+    assert!(errs[0].starts_with(message), "got: {}", errs[0]);
+    assert!(errs[0].contains(help), "no `{help}` in: {}", errs[0]);
+}
+
+#[test]
+fn steps_inside_a_fork_or_a_repeat_are_judged_on_their_own_vm_types() {
+    let yaml = "suite: t\nsummary: s\ncases:\n  - name: c\n    ref: r\n    steps:\n      - vm: {}\n      - fork:\n          steps:\n            - vm: { as: p, type: sw_protected }\n            - repeat: { times: 2, steps: [ { set_attributes: { vm: p, gpa: 0, size: 4K, attributes: [private] } } ] }\n            - gmem: { as: g, vm: vm, size: 4K }\n";
+    let suite = load_text(yaml, &Source::File("s.yaml".into())).expect("valid");
+    let case = &suite.cases[0];
+    assert_eq!(case.vm_types, [0, 1], "a child's vm steps create types too");
+    let crate::suite::step::Op::Fork(f) = &case.steps[1].op else { panic!("a fork") };
+    let crate::suite::step::Op::Repeat(r) = &f.steps[1].op else { panic!("a repeat") };
+    assert_eq!(r.steps[0].vm_types, [1]);
+    assert_eq!(f.steps[2].vm_types, [0]);
+    let reqs: Vec<String> = case.requires.iter().map(ToString::to_string).collect();
+    assert_eq!(reqs, ["guest_memfd", "memory_attributes.private (sw_protected VM)", "vm_type.sw_protected"]);
 }

@@ -19,4 +19,4 @@ pub mod step;
 
 pub use error::LoadError;
 pub use model::{Case, Source, Suite};
-pub use requirement::Requirement;
+pub use requirement::{Need, Requirement};

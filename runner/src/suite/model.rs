@@ -1,6 +1,6 @@
 //! A loaded, validated suite: cases with stable ids, typed steps and their requirements.
 
-use super::Requirement;
+use super::Need;
 use super::node::Loc;
 use super::step::Step;
 use std::fmt;
@@ -67,8 +67,11 @@ pub struct Case {
     pub params: Vec<(String, String)>,
     pub reference: String,
     pub summary: Option<String>,
-    /// Everything the case needs: the suite's, the case's, and what its steps imply.
-    pub requires: Vec<Requirement>,
+    /// Everything the case needs: the suite's and the case's (judged on every VM type the case
+    /// creates), and what its steps imply (judged on the type of the VM each step acts on).
+    pub requires: Vec<Need>,
+    /// The VM types the case's `vm` steps create, in order; `[0]` (default) when it has none.
+    pub vm_types: Vec<u64>,
     pub timeout: Duration,
     /// Not run unless asked (`--ignored`), with the reason: slow or disruptive cases.
     pub ignore: Option<String>,

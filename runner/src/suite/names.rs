@@ -100,6 +100,9 @@ pub static SEALS: FlagTable = FlagTable {
 
 pub static MEMORY_ATTRIBUTES: FlagTable = FlagTable { what: "memory attribute", bits: &[("private", 1 << 3)] };
 
+/// The hypercalls KVM_CAP_EXIT_HYPERCALL can forward to userspace (bit n = hypercall nr n).
+pub static EXIT_HYPERCALLS: FlagTable = FlagTable { what: "hypercall", bits: &[("map_gpa_range", 1 << 12)] };
+
 pub static MEMORY_FAULT_FLAGS: FlagTable = FlagTable { what: "memory-fault flag", bits: &[("private", 1 << 3)] };
 
 pub static WHENCE: FlagTable =

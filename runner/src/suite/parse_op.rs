@@ -57,6 +57,22 @@ fn program(a: &Args, node: &Node) -> NResult<Program> {
         "write" => Program::Write { gpa, byte: a.u8_or("byte", 0)? },
         "fill" => Program::Fill { gpa, len: a.u64_req("len")?, byte: a.u8_or("byte", 0)? },
         "verify" => Program::Verify { gpa, len: a.u64_req("len")?, byte: a.u8_or("byte", 0)? },
+        "map_gpa" => {
+            let len = a.u64_req("len")?;
+            if !len.is_multiple_of(4096) {
+                return Err(NodeError::at(a.req("len")?, "map_gpa converts whole 4 KiB pages")
+                    .help("give `len` as a multiple of 4K (0 asks for no page at all)"));
+            }
+            let private = match a.string_req("to")?.as_str() {
+                "private" => true,
+                "shared" => false,
+                other => {
+                    return Err(NodeError::at(a.req("to")?, format!("cannot convert to `{other}`"))
+                        .help("write `to: private` or `to: shared`"));
+                }
+            };
+            Program::MapGpa { gpa, len, private }
+        }
         "read_loop" => {
             let len = a.u64_req("len")?;
             if len == 0 {
@@ -350,7 +366,7 @@ pub fn parse_op(op: &str, op_node: &Node, node: &Node) -> NResult<Op> {
             Op::MemRead { map: a.string_req("map")?, offset: a.u64_or("offset", 0)?, len: a.u64_or("len", 1)? }
         }
         "guest" => {
-            let a = args(&["vcpu", "program", "gpa", "len", "byte", "iterations", "first", "pages"])?;
+            let a = args(&["vcpu", "program", "gpa", "len", "byte", "iterations", "first", "pages", "to"])?;
             Op::Guest { vcpu: a.string_or("vcpu", "cpu")?, program: program(&a, node)? }
         }
         "race" => Op::Race(Box::new(super::parse_race::parse(node)?)),
@@ -376,6 +392,45 @@ pub fn parse_op(op: &str, op_node: &Node, node: &Node) -> NResult<Op> {
                         .help("one letter or digit, as in Documentation/admin-guide/sysrq.rst (e.g. `key: c`)"));
                 }
             }
+        }
+        "set_attributes" => {
+            let a = args(&["vm", "gpa", "size", "attributes", "flags"])?;
+            Op::SetAttributes {
+                vm: a.string_or("vm", "vm")?,
+                gpa: a.u64_req("gpa")?,
+                size: a.u64_req("size")?,
+                attributes: a.flags_or("attributes", &MEMORY_ATTRIBUTES, 0)?,
+                flags: a.u64_or("flags", 0)?,
+            }
+        }
+        "pre_fault" => {
+            let a = args(&["vcpu", "gpa", "size", "flags"])?;
+            Op::PreFault {
+                vcpu: a.string_or("vcpu", "cpu")?,
+                gpa: a.u64_req("gpa")?,
+                size: a.u64_req("size")?,
+                flags: a.u64_or("flags", 0)?,
+            }
+        }
+        "enable_cap" => {
+            let a = args(&["vm", "cap", "flags", "args"])?;
+            let cap = cap(&a)?;
+            let mut values = [0u64; 4];
+            if let Some(list) = a.get("args") {
+                let items = list.as_seq().ok_or_else(|| NodeError::at(list, "`args` is a list of up to 4 numbers"))?;
+                if items.len() > 4 {
+                    return Err(NodeError::at(list, "KVM_ENABLE_CAP takes 4 args"));
+                }
+                for (slot, item) in values.iter_mut().zip(items) {
+                    // The hypercalls KVM_CAP_EXIT_HYPERCALL forwards may be named.
+                    *slot = if cap == uapi::KVM_CAP_EXIT_HYPERCALL {
+                        EXIT_HYPERCALLS.parse(item)?
+                    } else {
+                        names::parse_u64(item)?
+                    };
+                }
+            }
+            Op::EnableCap { vm: a.string_or("vm", "vm")?, cap, flags: a.u32_or("flags", 0)?, args: values }
         }
         other => {
             return Err(

@@ -137,7 +137,7 @@ mod tests {
         assert_eq!(f.steps.len(), 3);
         assert!(matches!(&f.steps[1].op, Op::Repeat(r) if r.times == 3));
         let reqs: Vec<String> = case.requires.iter().map(ToString::to_string).collect();
-        assert_eq!(reqs, ["gmem_flag.mmap"], "a child step that must succeed implies what it needs");
+        assert_eq!(reqs, ["guest_memfd", "gmem_flag.mmap"], "a child step that must succeed implies what it needs");
     }
 
     #[test]

@@ -33,6 +33,23 @@ pub enum Requirement {
 }
 
 impl Requirement {
+    /// Whether KVM answers this per VM (KVM_CHECK_EXTENSION on a VM fd), so that it is judged on
+    /// the type of the VM a case or step uses; the others are facts about the whole target.
+    pub fn is_per_vm_type(&self) -> bool {
+        match self {
+            Requirement::GuestMemfd
+            | Requirement::UserMemory2
+            | Requirement::MemoryFaultInfo
+            | Requirement::MemoryAttributes
+            | Requirement::PrivateAttribute
+            | Requirement::PreFault
+            | Requirement::ExitHypercall
+            | Requirement::GmemFlags(_)
+            | Requirement::MultiAddressSpace => true,
+            Requirement::Kvm | Requirement::VmType(_) | Requirement::MultiNuma | Requirement::Arch(_) => false,
+        }
+    }
+
     /// The names a suite may write, for help texts (`gmem_flag_bit.N` stands for 0..63).
     pub fn known_names() -> Vec<String> {
         let mut names: Vec<String> = [
@@ -127,5 +144,27 @@ impl fmt::Display for Requirement {
                 }
             }
         }
+    }
+}
+
+/// A requirement of a case together with the VM types it is judged on: the type of the VM the
+/// step that implies it acts on, or every type the case creates (met when one of them has it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Need {
+    pub what: Requirement,
+    /// VM types (KVM_CREATE_VM numbers), never empty; ignored unless `what.is_per_vm_type()`.
+    pub vm_types: Vec<u64>,
+}
+
+impl fmt::Display for Need {
+    /// `guest_memfd`, or `memory_attributes.private (sw_protected VM)` when judged on a VM type
+    /// other than the default.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.what)?;
+        if self.what.is_per_vm_type() && self.vm_types != [0] {
+            let names: Vec<String> = self.vm_types.iter().map(|t| crate::kvm::uapi::vm_type_name(*t)).collect();
+            write!(f, " ({} VM)", names.join(" or "))?;
+        }
+        Ok(())
     }
 }

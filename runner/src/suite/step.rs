@@ -281,6 +281,25 @@ pub enum Op {
         vcpu: String,
         program: Program,
     },
+    SetAttributes {
+        vm: String,
+        gpa: u64,
+        size: u64,
+        attributes: u64,
+        flags: u64,
+    },
+    PreFault {
+        vcpu: String,
+        gpa: u64,
+        size: u64,
+        flags: u64,
+    },
+    EnableCap {
+        vm: String,
+        cap: u32,
+        flags: u32,
+        args: [u64; 4],
+    },
     Race(Box<Race>),
     /// Wait (in a race thread: let the others get going first).
     Sleep {
@@ -357,6 +376,9 @@ pub const STEP_NAMES: &[&str] = &[
     "mem_write",
     "mem_read",
     "guest",
+    "set_attributes",
+    "pre_fault",
+    "enable_cap",
     "race",
     "sleep",
     "punch_cycle",
@@ -413,6 +435,9 @@ impl Op {
             Op::MemWrite { .. } => "mem_write",
             Op::MemRead { .. } => "mem_read",
             Op::Guest { .. } => "guest",
+            Op::SetAttributes { .. } => "set_attributes",
+            Op::PreFault { .. } => "pre_fault",
+            Op::EnableCap { .. } => "enable_cap",
             Op::Race(_) => "race",
             Op::Sleep { .. } => "sleep",
             Op::PunchCycle { .. } => "punch_cycle",
@@ -469,7 +494,9 @@ impl Op {
             }
         }
         match self {
-            Op::Vcpu { vm, .. } | Op::Gmem { vm, .. } => vec![vm],
+            Op::Vcpu { vm, .. } | Op::Gmem { vm, .. } | Op::SetAttributes { vm, .. } | Op::EnableCap { vm, .. } => {
+                vec![vm]
+            }
             Op::CheckExtension { on, .. } => vec![on],
             Op::Memslot { vm, gmem, userspace, .. } => {
                 let mut names = vec![vm.as_str()];
@@ -507,7 +534,7 @@ impl Op {
             | Op::Madvise { map, .. }
             | Op::MemWrite { map, .. }
             | Op::MemRead { map, .. } => vec![map],
-            Op::Guest { vcpu, .. } => vec![vcpu],
+            Op::Guest { vcpu, .. } | Op::PreFault { vcpu, .. } => vec![vcpu],
             Op::Race(race) => race.threads.iter().flat_map(|t| t.steps.iter().flat_map(|s| s.op.uses())).collect(),
             Op::PunchCycle { gmem, pages } | Op::PunchVerify { gmem, pages } => {
                 fd(gmem).into_iter().chain([pages.map.as_str()]).collect()
@@ -537,6 +564,7 @@ impl Op {
             Op::GetSeals { .. } => SEALS_FIELDS,
             Op::MemRead { .. } => MEM_READ_FIELDS,
             Op::Guest { .. } => GUEST_FIELDS,
+            Op::PreFault { .. } => PRE_FAULT_FIELDS,
             Op::PunchCycle { .. } | Op::HostCheck { .. } | Op::PunchVerify { .. } => BOARD_FIELDS,
             Op::Fork(_) | Op::Repeat(_) | Op::MemSnapshot { .. } => &[],
             Op::MemGrowth { .. } => MEM_GROWTH_FIELDS,
@@ -566,17 +594,31 @@ impl Op {
         }
     }
 
-    /// Requirements implied by this step succeeding: a VM of a type, guest_memfd flags.
+    /// Requirements implied by this step succeeding: a VM of a type, guest_memfd and its flags,
+    /// the attributes it sets, pre-faulting, hypercall exits. The loader judges the per-VM ones on
+    /// the type of the VM the step acts on.
     pub fn implied_requirements(&self) -> Vec<super::Requirement> {
         use super::Requirement;
+        use crate::kvm::uapi::{KVM_CAP_EXIT_HYPERCALL, KVM_MEMORY_ATTRIBUTE_PRIVATE};
         match self {
             Op::Vm { vm_type, .. } if *vm_type != 0 => vec![Requirement::VmType(*vm_type)],
-            Op::Gmem { flags, .. } => GMEM_FLAGS
-                .bits
-                .iter()
-                .filter(|(_, bit)| flags & bit != 0)
-                .map(|(_, bit)| Requirement::GmemFlags(*bit))
+            Op::Gmem { flags, .. } => std::iter::once(Requirement::GuestMemfd)
+                .chain(
+                    GMEM_FLAGS
+                        .bits
+                        .iter()
+                        .filter(|(_, bit)| flags & bit != 0)
+                        .map(|(_, bit)| Requirement::GmemFlags(*bit)),
+                )
                 .collect(),
+            // Clearing every attribute is a valid request wherever the ioctl exists, even on a VM
+            // that supports none: only setting one needs it supported.
+            Op::SetAttributes { attributes, .. } if attributes & KVM_MEMORY_ATTRIBUTE_PRIVATE != 0 => {
+                vec![Requirement::PrivateAttribute]
+            }
+            Op::SetAttributes { attributes, .. } if *attributes != 0 => vec![Requirement::MemoryAttributes],
+            Op::PreFault { .. } => vec![Requirement::PreFault],
+            Op::EnableCap { cap, .. } if *cap == KVM_CAP_EXIT_HYPERCALL => vec![Requirement::ExitHypercall],
             Op::Race(race) => race
                 .threads
                 .iter()
@@ -607,6 +649,11 @@ static FSTAT_FIELDS: &[FieldSpec] = &[
 ];
 static SEALS_FIELDS: &[FieldSpec] =
     &[FieldSpec { name: "value", kind: FieldKind::Int }, FieldSpec { name: "seals", kind: FieldKind::Flags(&SEALS) }];
+static PRE_FAULT_FIELDS: &[FieldSpec] = &[
+    FieldSpec { name: "value", kind: FieldKind::Int },
+    FieldSpec { name: "gpa", kind: FieldKind::Int },
+    FieldSpec { name: "size", kind: FieldKind::Int },
+];
 static BOARD_FIELDS: &[FieldSpec] = &[FieldSpec { name: "violation", kind: FieldKind::Word(&["none", "found"]) }];
 /// What `mem_growth` measures: each is now minus the snapshot (negative when use fell).
 pub static MEM_GROWTH_FIELDS: &[FieldSpec] = &[
@@ -629,6 +676,8 @@ static GUEST_FIELDS: &[FieldSpec] = &[
     FieldSpec { name: "size", kind: FieldKind::Int },
     FieldSpec { name: "flags", kind: FieldKind::Flags(&MEMORY_FAULT_FLAGS) },
     FieldSpec { name: "port", kind: FieldKind::Int },
+    FieldSpec { name: "ret", kind: FieldKind::Int },
+    FieldSpec { name: "hypercalls", kind: FieldKind::Int },
     FieldSpec { name: "violation", kind: FieldKind::Word(&["none", "found"]) },
 ];
 
@@ -643,4 +692,7 @@ pub struct Step {
     /// The step as written, compact, for messages.
     pub text: String,
     pub reference: Option<String>,
+    /// The VM types its `if:` conditions are judged on: the type of the VM it acts on (directly or
+    /// through an object made from that VM), else every type the case creates. Set by the loader.
+    pub vm_types: Vec<u64>,
 }
