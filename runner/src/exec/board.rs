@@ -40,13 +40,26 @@ pub const MAX_PAGES: u64 = 512;
 pub const MAX_GUESTS: u64 = (BOARD_SIZE as u64 - SCRATCH) / SCRATCH_SIZE;
 
 /// Counters each guest program keeps in its scratch area, in this order.
-pub const GUEST_COUNTERS: &[&str] = &["passes", "reads", "zero reads", "fresh zero pages", "refilled pages", "writes"];
+pub const GUEST_COUNTERS: &[&str] = &[
+    "passes",
+    "reads",
+    "zero reads",
+    "fresh zero pages",
+    "refilled pages",
+    "writes",
+    "reads of allowed value 1",
+    "reads of allowed value 2",
+    "reads of allowed value 3",
+    "reads of allowed value 4",
+];
 pub const C_PASSES: u64 = 0;
 pub const C_READS: u64 = 4;
 pub const C_ZEROS: u64 = 8;
 pub const C_FRESH_ZERO: u64 = 12;
 pub const C_REFILL: u64 = 16;
 pub const C_WRITES: u64 = 20;
+/// `scan_loop`: how often each allowed value was read (4 counters).
+pub const C_SEEN: u64 = 24;
 
 /// What the host side counted during races, for the interleaving report.
 #[derive(Default)]
@@ -78,7 +91,7 @@ pub struct Board {
     exits: Mutex<BTreeMap<String, u64>>,
 }
 
-const GUEST_COUNTER_COUNT: usize = 6;
+const GUEST_COUNTER_COUNT: usize = 10;
 
 /// One page as a checker saw it, judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

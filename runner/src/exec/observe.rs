@@ -90,6 +90,10 @@ pub fn render_expected(o: &Outcome, specs: &[FieldSpec]) -> String {
             let names: Vec<&str> = list.iter().map(|e| errno_name(*e)).collect();
             format!("errno {}", names.join(" or "))
         }
+        ResultExp::OkOr(list) => {
+            let names: Vec<&str> = list.iter().map(|e| errno_name(*e)).collect();
+            format!("success or errno {}", names.join(" or "))
+        }
         ResultExp::Signal(s) => format!("killed by {}", s.as_str()),
     };
     if o.fields.is_empty() { head } else { format!("{head} with {}", render_fields(&o.fields, specs)) }
@@ -111,9 +115,8 @@ pub fn render_actual(obs: &Observed, specs: &[FieldSpec]) -> String {
 
 /// Judges an observation. `implied` are fields a successful step always checks unless the
 /// expectation names any of them itself (a guest program must finish and halt, unless the case
-/// states how it ends).
-/// `invariant` are fields checked whenever the step succeeds unless the expectation names that
-/// very field. Builds nothing unless the observation fails (races judge millions of steps).
+/// states how it ends). `invariant` are fields checked whenever the step observed them, unless the expectation names
+/// that very field. Builds nothing unless the observation fails (races judge millions of steps).
 pub fn judge(
     expected: &Outcome,
     implied: &[(&'static str, FieldVal)],
@@ -124,11 +127,14 @@ pub fn judge(
     let named = |name: &str| expected.fields.iter().any(|(n, _)| *n == name);
     let wants_ok = matches!(expected.result, ResultExp::Ok);
     let implied_apply = wants_ok && !implied.iter().any(|(m, _)| named(m));
-    let extra = implied.iter().filter(|_| implied_apply).chain(invariant.iter().filter(|(m, _)| wants_ok && !named(m)));
+    let observed = |name: &str| obs.fields.iter().any(|(n, _)| *n == name);
+    let invariant_applies = |m: &str| !named(m) && (wants_ok || observed(m));
+    let extra = implied.iter().filter(|_| implied_apply).chain(invariant.iter().filter(|(m, _)| invariant_applies(m)));
     let mut want = expected.fields.iter().chain(extra);
     let result_ok = match (&expected.result, &obs.result) {
         (ResultExp::Ok, ObsResult::Ok(_)) => true,
-        (ResultExp::Errno(list), ObsResult::Errno(e)) => list.contains(e),
+        (ResultExp::Errno(list) | ResultExp::OkOr(list), ObsResult::Errno(e)) => list.contains(e),
+        (ResultExp::OkOr(_), ObsResult::Ok(_)) => true,
         (ResultExp::Signal(s), ObsResult::Signal(got)) => s == got,
         _ => false,
     };
@@ -137,11 +143,7 @@ pub fn judge(
     }
     let mut full = expected.clone();
     full.fields.extend(
-        implied
-            .iter()
-            .filter(|_| implied_apply)
-            .chain(invariant.iter().filter(|(m, _)| wants_ok && !named(m)))
-            .cloned(),
+        implied.iter().filter(|_| implied_apply).chain(invariant.iter().filter(|(m, _)| invariant_applies(m))).cloned(),
     );
     Err(Mismatch { expected: render_expected(&full, specs), actual: render_actual(obs, specs) })
 }

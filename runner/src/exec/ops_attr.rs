@@ -39,7 +39,16 @@ pub fn pre_fault(w: &World, vcpu_name: &str, gpa: u64, size: u64, flags: u64) ->
     if let Ok(v) = r {
         obs = obs.field("value", FieldVal::Int(v.into()));
     }
-    Ok(obs.field("gpa", FieldVal::Int(range.gpa.into())).field("size", FieldVal::Int(range.size.into())))
+    // api.rst KVM_PRE_FAULT_MEMORY: 0 once a page is processed, with gpa/size moved to the rest
+    // of the range; an error processed nothing, so the range comes back as it went in.
+    let consistent = match r {
+        Ok(_) => range.size < size && range.gpa == gpa.wrapping_add(size - range.size),
+        Err(_) => range.size == size && range.gpa == gpa,
+    };
+    Ok(obs
+        .field("gpa", FieldVal::Int(range.gpa.into()))
+        .field("size", FieldVal::Int(range.size.into()))
+        .field("remainder_consistent", FieldVal::Bool(consistent)))
 }
 
 pub fn enable_cap(w: &World, vm_name: &str, cap: u32, flags: u32, args: [u64; 4]) -> Result<Observed, CaseError> {

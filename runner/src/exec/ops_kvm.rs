@@ -257,6 +257,11 @@ pub fn guest(w: &World, vcpu_name: &str, program: &Program) -> Result<Observed, 
         obs.note = Some(format!("the guest read {byte:#04x} at gpa {gpa:#x}"));
     }
     if report.violation
+        && let (Some(b), Program::ScanLoop { allowed, .. }) = (&board, program)
+    {
+        let (gpa, _, byte, _) = b.violation(obj.id);
+        obs.note = Some(format!("the guest read {byte:#04x} at gpa {gpa:#x}, none of {allowed:#04x?}"));
+    } else if report.violation
         && let Some(b) = &board
     {
         let (page, tag, generation, epoch) = b.violation(obj.id);

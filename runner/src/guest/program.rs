@@ -22,6 +22,10 @@ pub enum Program {
     /// Ask the VMM to convert `gpa..gpa+len` to private (or shared) with the KVM_HC_MAP_GPA_RANGE
     /// hypercall (nr 12: gpa, number of 4 KiB pages, attributes), and report what it returned.
     MapGpa { gpa: u64, len: u64, private: bool },
+    /// Race checker for bytes: read the first byte of every page of `gpa..gpa+len` over and over
+    /// (until the race board says stop, or `iterations` passes) and report the first that is none
+    /// of `allowed` (up to 4 values).
+    ScanLoop { gpa: u64, len: u64, allowed: Vec<u8>, iterations: u64 },
     /// Race checker: read the tracked pages over and over, judging each against the race board
     /// (exec::board); counts what it saw in its scratch area and reports the first wrong page.
     CheckLoop(BoardPages),
@@ -52,6 +56,10 @@ impl std::fmt::Debug for Program {
             Program::ReadLoop { gpa, len, iterations } => {
                 write!(f, "read_loop {{ gpa: {gpa:#x}, len: {len:#x}, iterations: {iterations} }}")
             }
+            Program::ScanLoop { gpa, len, allowed, iterations } => write!(
+                f,
+                "scan_loop {{ gpa: {gpa:#x}, len: {len:#x}, allowed: {allowed:#04x?}, iterations: {iterations} }}"
+            ),
             Program::MapGpa { gpa, len, private } => {
                 let to = if *private { "private" } else { "shared" };
                 write!(f, "map_gpa {{ gpa: {gpa:#x}, len: {len:#x}, to: {to} }}")
@@ -69,12 +77,12 @@ impl std::fmt::Debug for Program {
 }
 
 pub const PROGRAM_NAMES: &[&str] =
-    &["read", "write", "fill", "verify", "read_loop", "check_loop", "write_loop", "map_gpa"];
+    &["read", "write", "fill", "verify", "read_loop", "check_loop", "write_loop", "scan_loop", "map_gpa"];
 
 impl Program {
     /// Whether the program keeps state in the race board (and so in the vCPU's scratch area).
     pub fn uses_board(&self) -> bool {
-        matches!(self, Program::CheckLoop(_) | Program::WriteLoop(_))
+        matches!(self, Program::CheckLoop(_) | Program::WriteLoop(_) | Program::ScanLoop { .. })
     }
 
     /// Assembles the program to run at `at` on vCPU `vcpu` (which picks its board scratch area).
@@ -154,6 +162,9 @@ impl Program {
                 a.out(PORT_HYPERCALL_RET as u32, eax)?;
             }
             Program::CheckLoop(b) => emit_check_loop(&mut a, b, vcpu)?,
+            Program::ScanLoop { gpa, len, ref allowed, iterations } => {
+                emit_scan_loop(&mut a, gpa, len, allowed, iterations, vcpu)?
+            }
             Program::WriteLoop(b) => emit_write_loop(&mut a, b, vcpu)?,
         }
         a.xor(eax, eax)?;
@@ -241,6 +252,51 @@ fn emit_check_loop(a: &mut CodeAssembler, b: BoardPages, vcpu: u64) -> Result<()
     a.mov(dword_ptr(scratch(vcpu, 0)? + board::V_TAG as u32), edx)?;
     a.mov(dword_ptr(scratch(vcpu, 0)? + board::V_GEN as u32), eax)?;
     a.mov(dword_ptr(scratch(vcpu, 0)? + board::V_EPOCH as u32), ecx)?;
+    a.out(PORT_VIOLATION as u32, al)?;
+    a.hlt()?;
+    a.set_label(&mut done)?;
+    Ok(())
+}
+
+fn emit_scan_loop(
+    a: &mut CodeAssembler,
+    gpa: u64,
+    len: u64,
+    allowed: &[u8],
+    iterations: u64,
+    vcpu: u64,
+) -> Result<(), AsmError> {
+    let (mut pass, mut page, mut next, mut bad, mut done) =
+        (a.create_label(), a.create_label(), a.create_label(), a.create_label(), a.create_label());
+    a.set_label(&mut pass)?;
+    emit_pass_gate(a, iterations, vcpu, done)?;
+    a.mov(ebx, addr32(gpa)?)?;
+    a.mov(ecx, addr32(len.div_ceil(4096))?)?;
+    a.set_label(&mut page)?;
+    a.movzx(eax, byte_ptr(ebx))?;
+    a.inc(dword_ptr(scratch(vcpu, board::C_READS)?))?;
+    let mut hits: Vec<CodeLabel> = allowed.iter().map(|_| a.create_label()).collect();
+    for (value, hit) in allowed.iter().zip(&hits) {
+        a.cmp(al, u32::from(*value))?;
+        a.je(*hit)?;
+    }
+    a.jmp(bad)?;
+    for (i, hit) in hits.iter_mut().enumerate() {
+        a.set_label(hit)?;
+        a.inc(dword_ptr(scratch(vcpu, board::C_SEEN + 4 * i as u64)?))?;
+        a.jmp(next)?;
+    }
+    a.set_label(&mut next)?;
+    a.add(ebx, 4096)?;
+    a.dec(ecx)?;
+    a.jnz(page)?;
+    a.inc(dword_ptr(scratch(vcpu, board::C_PASSES)?))?;
+    a.jmp(pass)?;
+    a.set_label(&mut bad)?;
+    // What was found goes where check_loop leaves a bad page: the gpa as the page, the byte as gen.
+    a.mov(dword_ptr(scratch(vcpu, 0)? + board::V_PAGE as u32), ebx)?;
+    a.mov(dword_ptr(scratch(vcpu, 0)? + board::V_TAG as u32), 0u32)?;
+    a.mov(dword_ptr(scratch(vcpu, 0)? + board::V_GEN as u32), eax)?;
     a.out(PORT_VIOLATION as u32, al)?;
     a.hlt()?;
     a.set_label(&mut done)?;

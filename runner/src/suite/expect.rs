@@ -98,6 +98,9 @@ pub enum ResultExp {
     Ok,
     /// Any of these errnos (more than one only where the contract allows either).
     Errno(Vec<Errno>),
+    /// Success or any of these errnos: a call racing another thread, where the contract says
+    /// each answer is right at some moment (`result: [ok, ENOENT, EINTR]`).
+    OkOr(Vec<Errno>),
     Signal(Signal),
 }
 
@@ -184,9 +187,10 @@ pub fn parse(node: Option<&Node>, fields: &[FieldSpec]) -> NResult<Expect> {
                         outcome.result = ResultExp::Errno(list);
                     }
                     "signal" => outcome.result = ResultExp::Signal(names::parse_signal(v)?),
+                    "result" => outcome.result = parse_result_list(v)?,
                     _ => {
                         let spec = fields.iter().find(|f| f.name == key).ok_or_else(|| {
-                            let mut known: Vec<&str> = vec!["errno", "signal"];
+                            let mut known: Vec<&str> = vec!["errno", "signal", "result"];
                             known.extend(fields.iter().map(|f| f.name));
                             NodeError::at(k, format!("this step has no field `{key}` to expect"))
                                 .help(unknown_name_help(key, &known))
@@ -204,6 +208,27 @@ pub fn parse(node: Option<&Node>, fields: &[FieldSpec]) -> NResult<Expect> {
         _ => Err(NodeError::at(node, format!("an expectation is `ok` or a mapping, found {}", node.kind()))
             .help("write `expect: { errno: EINVAL }`, `expect: { signal: SIGBUS }`, `expect: { size: 4K }`")),
     }
+}
+
+/// `result: [ok, ENOENT, EINTR]`: success or any of the errnos.
+fn parse_result_list(node: &Node) -> NResult<ResultExp> {
+    let items = node.as_seq().filter(|i| !i.is_empty()).ok_or_else(|| {
+        NodeError::at(node, "`result` is a list of `ok` and errnos").help("write `result: [ok, ENOENT, EINTR]`")
+    })?;
+    let mut ok = false;
+    let mut errnos = Vec::new();
+    for item in items {
+        if item.as_str() == Some("ok") {
+            ok = true;
+        } else {
+            errnos.push(names::parse_errno(item)?);
+        }
+    }
+    Ok(match (ok, errnos.is_empty()) {
+        (true, true) => ResultExp::Ok,
+        (true, false) => ResultExp::OkOr(errnos),
+        (false, _) => ResultExp::Errno(errnos),
+    })
 }
 
 fn parse_field(node: &Node, spec: &FieldSpec) -> NResult<FieldVal> {

@@ -80,6 +80,21 @@ fn program(a: &Args, node: &Node) -> NResult<Program> {
             }
             Program::ReadLoop { gpa, len, iterations: a.u64_or("iterations", 1)? }
         }
+        "scan_loop" => {
+            let len = a.u64_req("len")?;
+            let node = a.req("allowed")?;
+            let items = node.as_seq().filter(|i| (1..=4).contains(&i.len())).ok_or_else(|| {
+                NodeError::at(node, "`allowed` lists 1 to 4 byte values").help("write `allowed: [0x11, 0x22]`")
+            })?;
+            let allowed = items
+                .iter()
+                .map(|i| u8::try_from(names::parse_u64(i)?).map_err(|_| NodeError::at(i, "an allowed value is a byte")))
+                .collect::<NResult<Vec<u8>>>()?;
+            if len == 0 {
+                return Err(NodeError::at(a.req("len")?, "scan_loop needs a non-empty range"));
+            }
+            Program::ScanLoop { gpa, len, allowed, iterations: a.u64_or("iterations", 0)? }
+        }
         "check_loop" | "write_loop" => {
             let (first, pages) = tracked_range(a)?;
             let b = BoardPages { gpa, first, pages, iterations: a.u64_or("iterations", 0)? };
@@ -366,7 +381,7 @@ pub fn parse_op(op: &str, op_node: &Node, node: &Node) -> NResult<Op> {
             Op::MemRead { map: a.string_req("map")?, offset: a.u64_or("offset", 0)?, len: a.u64_or("len", 1)? }
         }
         "guest" => {
-            let a = args(&["vcpu", "program", "gpa", "len", "byte", "iterations", "first", "pages", "to"])?;
+            let a = args(&["vcpu", "program", "gpa", "len", "byte", "iterations", "first", "pages", "allowed", "to"])?;
             Op::Guest { vcpu: a.string_or("vcpu", "cpu")?, program: program(&a, node)? }
         }
         "race" => Op::Race(Box::new(super::parse_race::parse(node)?)),

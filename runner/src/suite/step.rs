@@ -588,8 +588,11 @@ impl Op {
     pub fn invariant_fields(&self) -> &'static [(&'static str, FieldVal)] {
         static NO_VIOLATION: LazyLock<Vec<(&'static str, FieldVal)>> =
             LazyLock::new(|| vec![("violation", FieldVal::Word("none".into()))]);
+        static CONSISTENT_REMAINDER: LazyLock<Vec<(&'static str, FieldVal)>> =
+            LazyLock::new(|| vec![("remainder_consistent", FieldVal::Bool(true))]);
         match self {
             Op::Guest { .. } | Op::PunchCycle { .. } | Op::HostCheck { .. } | Op::PunchVerify { .. } => &NO_VIOLATION,
+            Op::PreFault { .. } => &CONSISTENT_REMAINDER,
             _ => &[],
         }
     }
@@ -653,6 +656,7 @@ static PRE_FAULT_FIELDS: &[FieldSpec] = &[
     FieldSpec { name: "value", kind: FieldKind::Int },
     FieldSpec { name: "gpa", kind: FieldKind::Int },
     FieldSpec { name: "size", kind: FieldKind::Int },
+    FieldSpec { name: "remainder_consistent", kind: FieldKind::Bool },
 ];
 static BOARD_FIELDS: &[FieldSpec] = &[FieldSpec { name: "violation", kind: FieldKind::Word(&["none", "found"]) }];
 /// What `mem_growth` measures: each is now minus the snapshot (negative when use fell).
