@@ -35,18 +35,57 @@ pub fn load(source: &Source) -> Result<Suite, Vec<LoadError>> {
     load_text(&text, source)
 }
 
+/// Which cases of a suite to expand.
+#[derive(Clone, Copy)]
+enum Only<'a> {
+    All,
+    /// One case, for its own case process (no excerpts: it is one).
+    Case(&'a str),
+    /// These cases, each with its excerpt, for a runner that needs no others.
+    Cases(&'a HashSet<String>),
+}
+
+impl Only<'_> {
+    fn wants(&self, id: &str) -> bool {
+        match self {
+            Only::All => true,
+            Only::Case(wanted) => *wanted == id,
+            Only::Cases(set) => set.contains(id),
+        }
+    }
+
+    /// Whether the case named `name` (its matrix expanded or not) may be wanted.
+    fn wants_name(&self, suite: &str, name: &str) -> bool {
+        let name_of = |id: &str| {
+            let rest = id.strip_prefix(&format!("{suite}::")).unwrap_or(id);
+            rest.split('[').next().unwrap_or(rest).to_string()
+        };
+        match self {
+            Only::All => true,
+            Only::Case(id) => name_of(id) == name,
+            Only::Cases(set) => set.iter().any(|id| name_of(id) == name),
+        }
+    }
+}
+
 /// Loads suite text as if read from `source` (errors name its path).
 pub fn load_text(text: &str, source: &Source) -> Result<Suite, Vec<LoadError>> {
-    load_text_only(text, source, None)
+    load_text_only(text, source, Only::All)
 }
 
 /// Loads only the case `id` (the suite as a whole was validated by the runner): what a case
 /// process does, so that it does not expand every other case of a large matrix.
 pub fn load_case(text: &str, source: &Source, id: &str) -> Result<Suite, Vec<LoadError>> {
-    load_text_only(text, source, Some(id))
+    load_text_only(text, source, Only::Case(id))
 }
 
-fn load_text_only(text: &str, source: &Source, only: Option<&str>) -> Result<Suite, Vec<LoadError>> {
+/// Loads only the cases `ids` of a suite validated elsewhere, each ready for its case process:
+/// what the qemu target's guest runner does with the host's plan.
+pub fn load_cases(text: &str, source: &Source, ids: &HashSet<String>) -> Result<Suite, Vec<LoadError>> {
+    load_text_only(text, source, Only::Cases(ids))
+}
+
+fn load_text_only(text: &str, source: &Source, only: Only) -> Result<Suite, Vec<LoadError>> {
     let path = source.path();
     let root = node::parse(text).map_err(|(message, loc)| {
         vec![LoadError { file: path.clone(), loc, message, help: Some("this is not valid YAML".into()) }]
@@ -55,7 +94,7 @@ fn load_text_only(text: &str, source: &Source, only: Option<&str>) -> Result<Sui
         .map_err(|errs| errs.into_iter().map(|e| e.in_file(&path)).collect())
 }
 
-fn parse_suite(root: &Node, source: &Source, text: &Arc<str>, only: Option<&str>) -> Result<Suite, Vec<NodeError>> {
+fn parse_suite(root: &Node, source: &Source, text: &Arc<str>, only: Only) -> Result<Suite, Vec<NodeError>> {
     let one = |e: NodeError| vec![e];
     let entries = root.as_map().ok_or_else(|| {
         one(NodeError::at(root, format!("a suite file is a mapping, found {}", root.kind()))
@@ -91,15 +130,9 @@ fn parse_suite(root: &Node, source: &Source, text: &Arc<str>, only: Option<&str>
     let mut cases = Vec::new();
     let mut ids: HashSet<String> = HashSet::new();
     // A case process parses only its own case; the runner gives each case the text for that.
-    let spans = only.is_none().then(|| excerpt::spans(root, case_nodes, text));
-    let only_name = only.map(|id| {
-        let rest = id.strip_prefix(&format!("{name}::")).unwrap_or(id);
-        rest.split('[').next().unwrap_or(rest).to_string()
-    });
+    let spans = (!matches!(only, Only::Case(_))).then(|| excerpt::spans(root, case_nodes, text));
     for (i, case_node) in case_nodes.iter().enumerate() {
-        if let Some(wanted) = &only_name
-            && case_node.get("name").and_then(Node::as_str) != Some(wanted.as_str())
-        {
+        if !only.wants_name(&name, case_node.get("name").and_then(Node::as_str).unwrap_or_default()) {
             continue;
         }
         let case_text: Arc<str> = match &spans {
@@ -147,8 +180,8 @@ struct SuiteContext<'a> {
     fixtures: Option<&'a Node>,
     source: &'a Arc<Source>,
     text: &'a Arc<str>,
-    /// Expand only this case id (a case process), or every case (None).
-    only: Option<&'a str>,
+    /// Which cases to expand.
+    only: Only<'a>,
 }
 
 fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
@@ -209,7 +242,7 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
             let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!("{suite}::{name}[{}]", p.join(","))
         };
-        if only.is_some_and(|wanted| wanted != id) {
+        if !only.wants(&id) {
             continue;
         }
         let mut used = Vec::new();
@@ -258,7 +291,7 @@ fn parse_case(node: &Node, ctx: &SuiteContext) -> NResult<Vec<Case>> {
             text: text.clone(),
         });
     }
-    for p in params.iter().filter(|_| only.is_none()) {
+    for p in params.iter().filter(|_| matches!(only, Only::All)) {
         if !used_anywhere.contains(&p.name) {
             return Err(NodeError::at(&p.node, format!("matrix parameter `{}` is not used", p.name))
                 .help(format!("use it in a step as `${}`, or remove it", p.name)));

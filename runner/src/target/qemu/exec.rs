@@ -46,7 +46,11 @@ pub fn run_in_guest(kernel: &str, accel: AccelChoice, args: Vec<String>, files: 
     if let Err(e) = std::fs::create_dir_all(&run_dir) {
         return broken(&format!("cannot create {}: {e}", run_dir.display()));
     }
-    let suites = files.suites.iter().map(|(source, file)| SuiteFile { source: source.clone(), file: file.clone() });
+    let suites = files.suites.iter().map(|(source, file)| SuiteFile {
+        source: source.clone(),
+        file: file.clone(),
+        name: String::new(),
+    });
     let packed: Vec<(String, String)> = files
         .suites
         .iter()
@@ -85,6 +89,7 @@ pub fn run_in_guest(kernel: &str, accel: AccelChoice, args: Vec<String>, files: 
         initrd: initrd.path.clone(),
         socket,
         tsc_khz: if accel == Accel::Tcg { super::tsc::host_tsc_khz() } else { None },
+        bios: super::command::qboot(),
     };
     eprintln!("gmemconf: accel {} ({why})", accel.name());
     eprintln!("gmemconf: {}", qemu.command_line());

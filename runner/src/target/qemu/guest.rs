@@ -1,7 +1,7 @@
 //! The guest runner (`gmemconf __guest`, started by PID 1): the host target's flow on the guest
-//! kernel's /dev/kvm. It loads the suites and baselines the host packed, probes, says
-//! `run_started` on the event port, runs exactly the cases of the host's plan (each in its own
-//! case process, as on the host), with `case_started` before each, and a heartbeat every second.
+//! kernel's /dev/kvm. It probes, says `run_started` on the event port, loads the packed suites the
+//! host's plan needs, and runs exactly the cases of the plan (each in its own case process, as on
+//! the host), with `case_started` before each, and a heartbeat every second.
 
 use super::protocol::{
     ARGS_PATH, CaseStarted, GuestArgs, GuestError, Heartbeat, INIT_MS_ENV, Plan, Timeline, uptime_ms,
@@ -9,9 +9,9 @@ use super::protocol::{
 use crate::probe;
 use crate::run::{EventSink, Runner, Selection, baseline_for};
 use crate::suite::baseline;
-use crate::suite::load::load_text;
+use crate::suite::load::load_cases;
 use crate::suite::{Case, Source, Suite};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -46,8 +46,8 @@ fn run(port: File) -> Result<(), String> {
     let runner_ms = uptime_ms();
     let reader = port.try_clone().map_err(|e| format!("event port: {e}"))?;
     let mut errors = port.try_clone().map_err(|e| format!("event port: {e}"))?;
-    let selection = match load_args() {
-        Ok(s) => s,
+    let args = match read_args() {
+        Ok(a) => a,
         Err(e) => {
             send_error(&mut errors, &e);
             return Err(e);
@@ -55,30 +55,50 @@ fn run(port: File) -> Result<(), String> {
     };
     let exe = std::env::current_exe().map_err(|e| format!("cannot find its own executable: {e}"))?;
     let sink = EventSink::new(Some(Box::new(BufWriter::new(port))));
-    let runner = Arc::new(Runner::new(exe, probe::gather(), selection.1, sink));
+    let runner = Arc::new(Runner::new(exe, probe::gather(), args.timeout_scale, sink));
     if let Ok(mut sink) = runner.sink.lock() {
         let init_ms = std::env::var(INIT_MS_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
         sink.line(&Timeline { event: "timeline", init_ms, runner_ms, probed_ms: uptime_ms() });
     }
-    runner.start_on("qemu-guest", selection.0.cases().count());
+    // The probe goes out first: the host plans from it while this waits, and then only the suites
+    // the plan needs are parsed (parsing is slow under emulation).
+    runner.start_on("qemu-guest", 0);
     let beat = runner.clone();
     std::thread::spawn(move || heartbeat(&beat));
     let plan = read_plan(reader)?;
-    run_plan(&runner, &selection.0, &plan, &mut errors);
+    let selection = match load_suites(&args, &plan.ids.iter().cloned().collect()) {
+        Ok(s) => s,
+        Err(e) => {
+            send_error(&mut errors, &e);
+            return Err(e);
+        }
+    };
+    run_plan(&runner, &selection, &plan, &mut errors);
     runner.finish();
     Ok(())
 }
 
-/// The suites and baselines the host packed, named as the host named them; and the timeout scale.
-fn load_args() -> Result<(Selection, f64), String> {
+/// The args file the host packed; sets the seed for the case processes.
+fn read_args() -> Result<GuestArgs, String> {
     let text = std::fs::read_to_string(ARGS_PATH).map_err(|e| format!("{ARGS_PATH}: {e}"))?;
     let args: GuestArgs = serde_json::from_str(&text).map_err(|e| format!("{ARGS_PATH}: {e}"))?;
+    if let Some(seed) = &args.seed {
+        // SAFETY: no other thread runs yet; case processes inherit the seed from the environment.
+        unsafe { std::env::set_var(crate::exec::race::SEED_ENV, seed) };
+    }
+    Ok(args)
+}
+
+/// The planned cases, from the packed suites the plan draws from (only they are parsed, and only
+/// the planned cases expanded), and the baselines, named as the host named them.
+fn load_suites(args: &GuestArgs, planned: &HashSet<String>) -> Result<Selection, String> {
     let joined =
         |errs: Vec<crate::suite::LoadError>| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    let needed: HashSet<&str> = planned.iter().filter_map(|id| id.split("::").next()).collect();
     let mut suites: Vec<Suite> = Vec::new();
-    for s in &args.suites {
+    for s in args.suites.iter().filter(|s| s.name.is_empty() || needed.contains(s.name.as_str())) {
         let text = std::fs::read_to_string(&s.file).map_err(|e| format!("{}: {e}", s.file))?;
-        suites.push(load_text(&text, &Source::from_arg(&s.source)).map_err(joined)?);
+        suites.push(load_cases(&text, &Source::from_arg(&s.source), planned).map_err(joined)?);
     }
     let mut baseline_texts = Vec::new();
     for b in &args.baselines {
@@ -86,11 +106,7 @@ fn load_args() -> Result<(Selection, f64), String> {
         baseline_texts.push((PathBuf::from(&b.shown_as), text));
     }
     let baselines = baseline::parse_all(&baseline_texts).map_err(joined)?;
-    if let Some(seed) = &args.seed {
-        // SAFETY: no other thread runs yet; case processes inherit the seed from the environment.
-        unsafe { std::env::set_var(crate::exec::race::SEED_ENV, seed) };
-    }
-    Ok((Selection { suites, baselines, baseline_texts }, args.timeout_scale))
+    Ok(Selection { suites, baselines, baseline_texts })
 }
 
 fn read_plan(port: File) -> Result<Plan, String> {

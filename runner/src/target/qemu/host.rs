@@ -92,6 +92,7 @@ pub fn run(
         initrd: initrd.path.clone(),
         socket: run_dir.join("events.sock"),
         tsc_khz: tsc.join().ok().flatten(),
+        bios: super::command::qboot(),
     };
     eprintln!("gmemconf: accel {} ({why})", accel.name());
     eprintln!("gmemconf: {}", qemu.command_line());
@@ -226,7 +227,7 @@ pub(super) fn payload(selection: &Selection, timeout_scale: f64, seed: Option<St
     for (i, s) in selection.suites.iter().enumerate() {
         let file = format!("/gmemconf/suite-{i}.yaml");
         files.push((file.clone(), s.text.to_string()));
-        suites.push(SuiteFile { source: s.source.to_arg(), file });
+        suites.push(SuiteFile { source: s.source.to_arg(), file, name: s.name.clone() });
     }
     let mut baselines = Vec::new();
     for (i, (shown_as, text)) in selection.baseline_texts.iter().enumerate() {

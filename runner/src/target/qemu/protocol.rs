@@ -32,6 +32,9 @@ pub struct GuestArgs {
 pub struct SuiteFile {
     pub source: String,
     pub file: String,
+    /// The suite's name (ids are `name::case`), so that the guest parses only what the plan needs.
+    #[serde(default)]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -142,7 +145,11 @@ mod tests {
     #[test]
     fn args_round_trip() {
         let a = GuestArgs {
-            suites: vec![SuiteFile { source: "embedded:suites/sealing.yaml".into(), file: "/gmemconf/s0.yaml".into() }],
+            suites: vec![SuiteFile {
+                source: "embedded:suites/sealing.yaml".into(),
+                file: "/gmemconf/s0.yaml".into(),
+                name: "sealing".into(),
+            }],
             baselines: vec![],
             timeout_scale: 3.0,
             seed: Some("0x5eed".into()),
