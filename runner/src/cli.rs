@@ -36,6 +36,8 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// Build or find the test kernel for the qemu target (guest-images/).
+    Image(crate::image::ImageArgs),
     /// Internal: run one case in this process and report on fd 3.
     #[command(name = "__case", hide = true)]
     Case {
@@ -128,6 +130,7 @@ pub fn main() -> ExitCode {
         Cmd::List(args) => list(args),
         Cmd::Validate { files } => validate(&files),
         Cmd::Probe { format } => probe_cmd(format),
+        Cmd::Image(args) => crate::image::image_main(args),
         Cmd::Case { suite, id, text_on_stdin } => {
             ExitCode::from(crate::exec::child::case_main(&suite, &id, text_on_stdin) as u8)
         }
