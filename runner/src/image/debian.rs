@@ -150,7 +150,12 @@ pub fn fetch(cache: &Cache, release: &DebianRelease, log: &Path, mode: Mode) -> 
 }
 
 fn shell_error(dir: &Path, e: xshell::Error) -> ImageError {
-    ImageError::Io { action: "start commands in", path: dir.into(), source: std::io::Error::other(e), help: "" }
+    ImageError::Io {
+        action: "start commands in",
+        path: dir.into(),
+        source: std::io::Error::other(e),
+        help: "check that the cache directory exists",
+    }
 }
 
 fn dir_bytes(dir: &Path) -> u64 {

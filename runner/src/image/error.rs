@@ -50,7 +50,8 @@ pub enum ImageError {
 
     #[error(
         "error: the kernel configured from {tree} lacks options the fragment asks for:\n{mismatches}\n  help: another \
-         option they depend on is off; add it to the fragment (see `make O={build} menuconfig`, then `/` and the name)"
+         option they depend on is off; add it to the fragment (`make -C {tree} O={build} menuconfig`, then `/` and the \
+         name, shows what each depends on)"
     )]
     ConfigNotApplied { tree: PathBuf, build: PathBuf, mismatches: String },
 

@@ -68,7 +68,7 @@ fn shell() -> Result<Shell, ImageError> {
         action: "start commands in",
         path: ".".into(),
         source: std::io::Error::other(e),
-        help: "",
+        help: "check that the current directory still exists",
     })
 }
 
@@ -83,6 +83,8 @@ pub fn build(b: &Build) -> Result<PathBuf, ImageError> {
     let absent: Vec<String> = if configured {
         lines.next().unwrap_or_default().split_whitespace().map(String::from).collect()
     } else {
+        // No stamp while configuring: an interrupted or refused configuration is redone next time.
+        let _ = std::fs::remove_file(&stamp);
         let absent = configure(b)?;
         std::fs::write(&stamp, format!("{hash}\n{}\n", absent.join(" "))).map_err(ImageError::io(
             "write",

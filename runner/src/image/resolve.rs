@@ -1,6 +1,7 @@
 //! From a kernel spec to a bzImage path: check a given image, build a given tree, or fetch and
-//! build a Debian release, reusing the cache (keyed by what the kernel is built from and the
-//! fragments' hash).
+//! build a Debian release, reusing the cache. A build directory belongs to a source (a Debian
+//! release, a tree), so that a changed fragment rebuilds incrementally; a finished kernel is kept
+//! per (source, fragments' hash).
 
 use super::cache::{self, Cache, path_digest, sanitize};
 use super::debian;
@@ -63,23 +64,26 @@ pub fn cached_kernel(spec: &str, opts: &ImageOptions) -> Result<Option<PathBuf>,
             super::bzimage::check(&path)?;
             return Ok(Some(std::path::absolute(&path).unwrap_or(path)));
         }
-        KernelSpec::SourceTree(tree) => {
-            let tree = canonical_tree(&tree)?;
-            tree_key(&tree, &FragmentSet::load(&opts.extra_fragments)?)?
-        }
-        KernelSpec::Debian(release) => debian_key(&release, &FragmentSet::load(&opts.extra_fragments)?),
+        KernelSpec::SourceTree(tree) => tree_key(&canonical_tree(&tree)?)?,
+        KernelSpec::Debian(release) => debian_key(&release),
     };
-    let kernel = cache.kernel(&key);
+    let kernel = cache.kernel(&kernel_key(&key, &FragmentSet::load(&opts.extra_fragments)?));
     Ok(kernel.is_file().then_some(kernel))
 }
 
-fn debian_key(release: &DebianRelease, fragments: &FragmentSet) -> String {
-    format!("debian-{}-{}", release.series, fragments.hash())
+/// The build directory's key: which source.
+fn debian_key(release: &DebianRelease) -> String {
+    format!("debian-{}", release.series)
 }
 
-fn tree_key(tree: &Path, fragments: &FragmentSet) -> Result<String, ImageError> {
+fn tree_key(tree: &Path) -> Result<String, ImageError> {
     let version = kbuild::tree_version(tree)?;
-    Ok(format!("tree-{}-{}-{}", sanitize(&version), path_digest(tree), fragments.hash()))
+    Ok(format!("tree-{}-{}", sanitize(&version), path_digest(tree)))
+}
+
+/// A finished kernel's key: which source, with which fragments.
+fn kernel_key(build_key: &str, fragments: &FragmentSet) -> String {
+    format!("{build_key}-{}", fragments.hash())
 }
 
 fn canonical_tree(tree: &Path) -> Result<PathBuf, ImageError> {
@@ -91,8 +95,8 @@ fn canonical_tree(tree: &Path) -> Result<PathBuf, ImageError> {
 fn build_debian(release: &DebianRelease, opts: &ImageOptions) -> Result<PathBuf, ImageError> {
     let cache = Cache::new(&opts.cache_dir);
     let fragments = FragmentSet::load(&opts.extra_fragments)?;
-    let key = debian_key(release, &fragments);
-    let kernel = cache.kernel(&key);
+    let key = debian_key(release);
+    let kernel = cache.kernel(&kernel_key(&key, &fragments));
     if kernel.is_file() {
         return Ok(kernel);
     }
@@ -101,12 +105,12 @@ fn build_debian(release: &DebianRelease, opts: &ImageOptions) -> Result<PathBuf,
         Some(_) => tools::check(&what, &[tools::BUILD])?,
         None => tools::check(&what, &[tools::FETCH, tools::BUILD])?,
     }
-    let _lock = lock(&cache, &format!("debian-{}", release.series), opts.progress)?;
+    let _lock = lock(&cache, &key, opts.progress)?;
     // Another process may have finished it while this one waited.
     if kernel.is_file() {
         return Ok(kernel);
     }
-    let log = start_log(&cache, &key)?;
+    let log = start_log(&cache, &kernel_key(&key, &fragments))?;
     let source = match debian::extracted(&cache, release) {
         Some(s) => s,
         None => debian::fetch(&cache, release, &log, opts.progress)?,
@@ -136,10 +140,10 @@ fn build_tree(tree: &Path, opts: &ImageOptions) -> Result<PathBuf, ImageError> {
     let cache = Cache::new(&opts.cache_dir);
     let tree = canonical_tree(tree)?;
     let fragments = FragmentSet::load(&opts.extra_fragments)?;
-    let key = tree_key(&tree, &fragments)?;
+    let key = tree_key(&tree)?;
     tools::check(&format!("building {}", tree.display()), &[tools::BUILD])?;
     let _lock = lock(&cache, &key, opts.progress)?;
-    let log = start_log(&cache, &key)?;
+    let log = start_log(&cache, &kernel_key(&key, &fragments))?;
     let out = cache.build_dir(&key);
     let built = kbuild::build(&Build {
         src: &tree,
@@ -149,7 +153,7 @@ fn build_tree(tree: &Path, opts: &ImageOptions) -> Result<PathBuf, ImageError> {
         log: &log,
         mode: opts.progress,
     })?;
-    let kernel = cache.kernel(&key);
+    let kernel = cache.kernel(&kernel_key(&key, &fragments));
     let info = format!("spec: {}\nfragments: {}\nbuild: {}\n", tree.display(), fragments.hash(), out.display());
     publish(&cache, &built, &kernel, &info)?;
     Ok(kernel)

@@ -28,7 +28,7 @@ impl Need {
     }
 }
 
-/// Building a kernel: tinyconfig compresses it with xz; objtool needs libelf.
+/// Building a kernel: the fragment compresses it with gzip; objtool needs libelf.
 pub const BUILD: &[Need] = &[
     Need::Program("make", "make"),
     Need::Program("gcc", "gcc"),
@@ -36,7 +36,7 @@ pub const BUILD: &[Need] = &[
     Need::Program("flex", "flex"),
     Need::Program("bison", "bison"),
     Need::Program("bc", "bc"),
-    Need::Program("xz", "xz-utils"),
+    Need::Program("gzip", "gzip"),
     Need::Header("stdio.h", "libc6-dev"),
     Need::Header("gelf.h", "libelf-dev"),
 ];
