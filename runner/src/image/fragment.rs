@@ -68,13 +68,15 @@ impl FragmentSet {
         &self.assignments
     }
 
-    /// 12 hex digits of SHA-256 over the recipe and every fragment's text: part of the cache key.
+    /// 12 hex digits of SHA-256 over the recipe and the effective assignments: part of the cache
+    /// key. Comments, order and overridden lines do not change it; any option's value does.
     pub fn hash(&self) -> String {
         let mut h = Sha256::new();
         h.update(RECIPE);
-        for f in &self.fragments {
-            h.update(f.text.len().to_le_bytes());
-            h.update(&f.text);
+        let mut effective: Vec<&Assignment> = self.assignments.iter().collect();
+        effective.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+        for a in effective {
+            h.update(format!("CONFIG_{}={}\n", a.symbol, a.value));
         }
         h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
     }
@@ -230,8 +232,10 @@ mod tests {
         assert_ne!(base.hash(), over.hash());
         assert_eq!(base.hash(), set(&["CONFIG_A=y\nCONFIG_B=y\n"]).hash());
         assert_eq!(base.hash().len(), 12);
-        // A comment is part of the text: editing the fragment at all is a new key.
-        assert_ne!(base.hash(), set(&["CONFIG_A=y\nCONFIG_B=y\n# why\n"]).hash());
+        // What the kernel is configured with is the key, not how the fragment is written.
+        assert_eq!(base.hash(), set(&["# why\nCONFIG_B=y\nCONFIG_A=y\n"]).hash());
+        assert_eq!(base.hash(), set(&["CONFIG_A=y\nCONFIG_B=m\n", "CONFIG_B=y\n"]).hash());
+        assert_ne!(base.hash(), set(&["CONFIG_A=y\nCONFIG_B=m\n"]).hash());
     }
 
     #[test]
