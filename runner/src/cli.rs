@@ -61,6 +61,8 @@ enum Cmd {
         #[arg(long)]
         events_fd: i32,
     },
+    /// Build or find the test kernel for the qemu target (guest-images/).
+    Image(crate::image::ImageArgs),
     /// Internal: run one case in this process and report on fd 3.
     #[command(name = "__case", hide = true)]
     Case {
@@ -173,6 +175,7 @@ pub fn main() -> ExitCode {
             None => bench(iterations, race_seconds, suites),
         },
         Cmd::Guest { events_fd } => ExitCode::from(qemu::guest::guest_main(events_fd) as u8),
+        Cmd::Image(args) => crate::image::image_main(args),
         Cmd::Case { suite, id, text_on_stdin } => {
             ExitCode::from(crate::exec::child::case_main(&suite, &id, text_on_stdin) as u8)
         }

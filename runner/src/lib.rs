@@ -5,6 +5,7 @@ pub mod cli;
 pub mod exec;
 pub mod exit;
 pub mod guest;
+pub mod image;
 pub mod kvm;
 pub mod probe;
 pub mod report;

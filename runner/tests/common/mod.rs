@@ -90,13 +90,17 @@ pub fn test_kernel() -> String {
     path
 }
 
-/// The JSON-lines events of a `run --format json` on stdout, of one kind.
-pub fn events(out: &Output, kind: &str) -> Vec<Value> {
+/// The JSON-lines events of a `run --format json` on stdout.
+pub fn all_events(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
-        .filter(|v| v["event"] == kind)
         .collect()
+}
+
+/// The events of one kind.
+pub fn events(out: &Output, kind: &str) -> Vec<Value> {
+    all_events(out).into_iter().filter(|v| v["event"] == kind).collect()
 }
 
 pub fn event<'a>(events: &'a [Value], id: &str) -> &'a Value {

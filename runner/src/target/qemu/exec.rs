@@ -28,8 +28,8 @@ pub fn run_in_guest(kernel: &str, accel: AccelChoice, args: Vec<String>, files: 
     let kernel = match kernel_image(kernel) {
         Ok(k) => k,
         Err(e) => {
-            eprintln!("gmemconf: error: {e}");
-            return ExitCode::from(exit::USAGE);
+            eprintln!("gmemconf: {e}");
+            return ExitCode::from(e.exit_code());
         }
     };
     let broken = super::host::broken;

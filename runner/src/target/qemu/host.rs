@@ -42,17 +42,17 @@ pub fn run(
     events: Option<Box<dyn Write + Send>>,
 ) -> ExitCode {
     let started = Instant::now();
-    let kernel = match kernel_image(&opts.kernel) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("gmemconf: error: {e}");
-            return ExitCode::from(exit::USAGE);
-        }
-    };
     if !could_match(&selection, &la) {
         eprintln!("gmemconf: no case matched the selection");
         return ExitCode::from(exit::USAGE);
     }
+    let kernel = match kernel_image(&opts.kernel) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("gmemconf: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => return broken(&format!("cannot find its own executable: {e}")),
