@@ -272,15 +272,7 @@ fn run(args: RunArgs) -> ExitCode {
         Err(p) => p.into_inner(),
     };
     eprint!("{}", console::summary(&counts, &sink.events, &runner.fingerprint, started.elapsed().as_secs_f64()));
-    if let Some(why) = kvm_broken {
-        eprintln!("gmemconf: the target is not usable: {why}");
-        return ExitCode::from(exit::TARGET_BROKEN);
-    }
-    if counts.total() == 0 {
-        eprintln!("gmemconf: no case matched the selection");
-        return ExitCode::from(exit::USAGE);
-    }
-    ExitCode::from(if counts.failed() { exit::CASE_FAILED } else { exit::OK })
+    crate::run::exit_status(&counts, kvm_broken.as_deref())
 }
 
 /// Where the JSON events go: stdout with `--format json`, the `--events` file, or both.

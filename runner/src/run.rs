@@ -327,3 +327,18 @@ fn judge_kernel_log(event: &mut CaseEvent, log: &KernelLog, ran_alone: bool) -> 
     });
     true
 }
+
+/// The exit status of a run that ended with these counts, saying why when it is not 0 or 1:
+/// the target was unusable (`broken`), or nothing matched the selection.
+pub fn exit_status(counts: &Counts, broken: Option<&str>) -> std::process::ExitCode {
+    use crate::exit;
+    if let Some(why) = broken {
+        eprintln!("gmemconf: the target is not usable: {why}");
+        return std::process::ExitCode::from(exit::TARGET_BROKEN);
+    }
+    if counts.total() == 0 {
+        eprintln!("gmemconf: no case matched the selection");
+        return std::process::ExitCode::from(exit::USAGE);
+    }
+    std::process::ExitCode::from(if counts.failed() { exit::CASE_FAILED } else { exit::OK })
+}

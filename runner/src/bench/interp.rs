@@ -1,15 +1,14 @@
 //! (a) The step interpreter against a direct Rust loop making the same calls: create a VM and a
 //! guest_memfd, bind it, run a guest to HLT, tear everything down.
 
+use super::direct::DirectVm;
 use super::report::{Comparison, Target};
 use crate::exec::interp::run_case;
 use crate::exec::protocol::CaseResult;
-use crate::exec::world::{CODE_GPA, CODE_SIZE, Mapping};
+use crate::exec::world::CODE_GPA;
 use crate::guest::{Program, run_program};
-use crate::kvm::uapi::{self, MemoryRegion2};
-use crate::kvm::{GuestExit, Kvm, Vcpu};
+use crate::kvm::GuestExit;
 use crate::suite::{Case, Source, load::load_text};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 const GPA: u64 = 0x10_0000;
@@ -67,44 +66,13 @@ fn interpreted(case: &Case, probe: &crate::probe::Probe) -> Result<(), String> {
 
 /// The same system calls, written out by hand.
 fn direct() -> Result<(), String> {
-    let e = |e: &dyn std::fmt::Display| e.to_string();
-    let kvm = Kvm::open().map_err(|x| e(&x))?;
-    let vm = kvm.try_create_vm(0).map_err(|x| e(&x))?;
-    let flags = uapi::GUEST_MEMFD_FLAG_MMAP | uapi::GUEST_MEMFD_FLAG_INIT_SHARED;
-    let gmem = vm.try_create_guest_memfd(SIZE, flags).map_err(|x| e(&x))?;
-    let rw = libc::PROT_READ | libc::PROT_WRITE;
-    let host = Mapping::map(SIZE as usize, rw, libc::MAP_SHARED, gmem.as_raw_fd(), 0).map_err(|x| e(&x))?;
-    let data = MemoryRegion2 {
-        slot: 1,
-        flags: uapi::KVM_MEM_GUEST_MEMFD,
-        guest_phys_addr: GPA,
-        memory_size: SIZE,
-        userspace_addr: host.addr(),
-        guest_memfd: gmem.as_raw_fd() as u32,
-        ..Default::default()
-    };
-    // SAFETY: `host` outlives the VM (dropped after it, at the end of this function).
-    unsafe { vm.set_memory_region2_raw(&data) }.map_err(|x| e(&x))?;
-    let fd = vm.try_create_vcpu(0).map_err(|x| e(&x))?;
-    let code = Mapping::map(CODE_SIZE, rw, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0).map_err(|x| e(&x))?;
-    let last = vm.check_extension(uapi::KVM_CAP_NR_MEMSLOTS).map_err(|x| e(&x))? as u32 - 1;
-    let code_slot = MemoryRegion2 {
-        slot: last,
-        guest_phys_addr: CODE_GPA,
-        memory_size: CODE_SIZE as u64,
-        userspace_addr: code.addr(),
-        ..Default::default()
-    };
-    // SAFETY: as above, for the code pages.
-    unsafe { vm.set_memory_region2_raw(&code_slot) }.map_err(|x| e(&x))?;
-    let mut vcpu = Vcpu::new(fd);
-    // SAFETY: `code` is CODE_SIZE bytes of our own memory, mapped at CODE_GPA.
-    let report = unsafe { run_program(&mut vcpu, code.ptr, CODE_GPA, 0, &Program::Write { gpa: GPA, byte: 0x5a }) }
-        .map_err(|x| e(&x))?;
+    let mut d = DirectVm::new(GPA, SIZE)?;
+    let mut vcpu = d.vcpu()?;
+    // SAFETY: the code pages are CODE_SIZE bytes of the DirectVm's own memory, mapped at CODE_GPA.
+    let report = unsafe { run_program(&mut vcpu, d.code_ptr(), CODE_GPA, 0, &Program::Write { gpa: GPA, byte: 0x5a }) }
+        .map_err(|x| x.to_string())?;
     if report.last_exit != GuestExit::Hlt || !report.done {
         return Err(format!("the direct guest did not halt: {:?}", report.last_exit));
     }
-    drop(vcpu);
-    drop(vm);
     Ok(())
 }

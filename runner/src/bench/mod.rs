@@ -1,5 +1,6 @@
 //! `gmemconf bench`: what gmemconf itself costs, next to the kernel work it drives.
 
+mod direct;
 mod interp;
 mod race;
 mod report;

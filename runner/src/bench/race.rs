@@ -2,15 +2,14 @@
 //! one vCPU reads 16 tracked pages in a loop while one host thread punches a page, rewrites it
 //! through the mapping and publishes it, as fast as it can.
 
+use super::direct::DirectVm;
 use super::report::{Comparison, Target};
 use crate::exec::board::{BOARD_GPA, BOARD_SIZE, Board};
 use crate::exec::interp::perform;
 use crate::exec::race::run_race;
-use crate::exec::world::{CODE_GPA, CODE_SIZE, Mapping, World};
+use crate::exec::world::{CODE_GPA, World};
 use crate::guest::{BoardPages, Program, run_program};
 use crate::kvm::gmem::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE};
-use crate::kvm::uapi::{self, MemoryRegion2};
-use crate::kvm::{Kvm, Vcpu};
 use crate::suite::step::Op;
 use crate::suite::{Source, load::load_text};
 use std::os::fd::AsRawFd;
@@ -102,37 +101,12 @@ fn engine_rate(duration: Duration) -> Result<f64, String> {
 
 /// The same work with nothing of the engine: two threads, the board, the syscalls.
 fn direct_rate(duration: Duration) -> Result<f64, String> {
-    let e = |e: &dyn std::fmt::Display| e.to_string();
-    let kvm = Kvm::open().map_err(|x| e(&x))?;
-    let vm = kvm.try_create_vm(0).map_err(|x| e(&x))?;
-    let flags = uapi::GUEST_MEMFD_FLAG_MMAP | uapi::GUEST_MEMFD_FLAG_INIT_SHARED;
-    let gmem = vm.try_create_guest_memfd(SIZE, flags).map_err(|x| e(&x))?;
-    let rw = libc::PROT_READ | libc::PROT_WRITE;
-    let host = Mapping::map(SIZE as usize, rw, libc::MAP_SHARED, gmem.as_raw_fd(), 0).map_err(|x| e(&x))?;
-    let code = Mapping::map(CODE_SIZE, rw, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0).map_err(|x| e(&x))?;
+    let mut d = DirectVm::new(GPA, SIZE)?;
     let board = Board::new()?;
     board.reset(7);
-    let last = vm.check_extension(uapi::KVM_CAP_NR_MEMSLOTS).map_err(|x| e(&x))? as u32 - 1;
-    let slots = [
-        (1, GPA, SIZE, host.addr(), uapi::KVM_MEM_GUEST_MEMFD, gmem.as_raw_fd() as u32),
-        (last, CODE_GPA, CODE_SIZE as u64, code.addr(), 0, 0),
-        (last - 1, BOARD_GPA, BOARD_SIZE as u64, board.host_addr(), 0, 0),
-    ];
-    for (slot, gpa, size, addr, flags, fd) in slots {
-        let region = MemoryRegion2 {
-            slot,
-            flags,
-            guest_phys_addr: gpa,
-            memory_size: size,
-            userspace_addr: addr,
-            guest_memfd: fd,
-            ..Default::default()
-        };
-        // SAFETY: every mapping outlives the VM (all are dropped after it, below).
-        unsafe { vm.set_memory_region2_raw(&region) }.map_err(|x| e(&x))?;
-    }
-    let mut vcpu = Vcpu::new(vm.try_create_vcpu(0).map_err(|x| e(&x))?);
-    let (code_ptr, host_ptr) = (code.ptr as usize, host.ptr as usize);
+    d.add_slot(1, BOARD_GPA, BOARD_SIZE as u64, board.host_addr())?;
+    let mut vcpu = d.vcpu()?;
+    let (code_ptr, host_ptr, gmem) = (d.code_ptr() as usize, d.host.ptr as usize, d.gmem.as_raw_fd());
     let program = Program::CheckLoop(BoardPages { gpa: GPA, first: 0, pages: PAGES, iterations: 0 });
     let cycles = std::thread::scope(|scope| {
         let guest = scope.spawn(|| {
@@ -174,6 +148,5 @@ fn direct_rate(duration: Duration) -> Result<f64, String> {
         }
     })?;
     drop(vcpu);
-    drop(vm);
     Ok(cycles)
 }

@@ -111,8 +111,8 @@ pub fn run_case_process(exe: &Path, case: &Case, probe_json: &str, timeout: Dura
 
     let (tx, rx) = mpsc::channel::<Message>();
     let reader = std::thread::spawn(move || read_messages(report_r, tx));
-    let out_reader = child.stdout.take().map(|s| std::thread::spawn(move || read_bounded(s)));
-    let err_reader = child.stderr.take().map(|s| std::thread::spawn(move || read_bounded(s)));
+    let out_reader = child.stdout.take().map(|s| std::thread::spawn(move || read_bounded(s, OUTPUT_LIMIT)));
+    let err_reader = child.stderr.take().map(|s| std::thread::spawn(move || read_bounded(s, OUTPUT_LIMIT)));
 
     let deadline = start + timeout;
     let mut step = None;
@@ -217,15 +217,17 @@ fn read_messages(fd: OwnedFd, tx: mpsc::Sender<Message>) {
     }
 }
 
-fn read_bounded(mut r: impl Read) -> String {
+/// Everything `r` says until it closes, keeping the first `limit` bytes (a child that prints
+/// without end still gets its pipe drained).
+pub fn read_bounded(mut r: impl Read, limit: usize) -> String {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     while let Ok(n) = r.read(&mut chunk) {
         if n == 0 {
             break;
         }
-        if buf.len() < OUTPUT_LIMIT {
-            buf.extend_from_slice(&chunk[..n.min(OUTPUT_LIMIT - buf.len())]);
+        if buf.len() < limit {
+            buf.extend_from_slice(&chunk[..n.min(limit - buf.len())]);
         }
     }
     String::from_utf8_lossy(&buf).into_owned()

@@ -452,6 +452,30 @@ fn expand_nested(item: &Node, fixtures: Option<&Node>, depth: usize) -> NResult<
     Ok(Node::new(Value::Map(out), item.loc))
 }
 
+/// A nested list of steps (of a fork, a repeat, a race thread): non-empty, no race among them,
+/// and each step checked by `check` with its node.
+pub(super) fn nested_step_list(
+    node: &Node,
+    what: &str,
+    check: &dyn Fn(&Node, &Step) -> NResult<()>,
+) -> NResult<Vec<Step>> {
+    let items = node
+        .as_seq()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| NodeError::at(node, format!("the steps of {what} must be a non-empty list")))?;
+    let mut steps = Vec::new();
+    for item in items {
+        let step = parse_step(item)?;
+        if matches!(step.op, super::step::Op::Race(_)) {
+            return Err(NodeError::at(item, format!("a race inside {what}"))
+                .help("run races as steps of the case itself, all threads in one race"));
+        }
+        check(item, &step)?;
+        steps.push(step);
+    }
+    Ok(steps)
+}
+
 pub(super) fn parse_step(node: &Node) -> NResult<Step> {
     let entries = node.as_map().ok_or_else(|| {
         NodeError::at(node, format!("a step is a mapping with one operation, found {}", node.kind()))

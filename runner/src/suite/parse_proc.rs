@@ -18,7 +18,6 @@
 
 use super::args::Args;
 use super::error::{NResult, NodeError};
-use super::load::parse_step;
 use super::node::Node;
 use super::step::{ForkSteps, Op, RepeatSteps, Step};
 
@@ -72,21 +71,7 @@ pub fn mem_growth(node: &Node) -> NResult<Op> {
 }
 
 fn nested_steps(a: &Args, op: &str) -> NResult<Vec<Step>> {
-    let node = a.req("steps")?;
-    let items = node
-        .as_seq()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| NodeError::at(node, format!("the steps of `{op}` must be a non-empty list")))?;
-    let mut steps = Vec::new();
-    for item in items {
-        let step = parse_step(item)?;
-        if matches!(step.op, Op::Race(_)) {
-            return Err(NodeError::at(item, format!("a race inside `{op}`"))
-                .help("run races as steps of the case itself: a race needs the case process's threads"));
-        }
-        steps.push(step);
-    }
-    Ok(steps)
+    super::load::nested_step_list(a.req("steps")?, &format!("`{op}`"), &|_, _| Ok(()))
 }
 
 /// Steps that judge their inner steps themselves take no `expect` of their own; a `mem_growth`

@@ -11,7 +11,7 @@
 
 use super::error::{NResult, NodeError, unknown_name_help};
 use super::expect::ResultExp;
-use super::load::{parse_duration, parse_step};
+use super::load::{nested_step_list, parse_duration};
 use super::names;
 use super::node::Node;
 use super::step::{Race, RaceThread, Repeat};
@@ -70,19 +70,10 @@ fn parse_thread(name_node: &Node, body: &Node) -> NResult<RaceThread> {
         },
     };
     let steps_node = body.get("steps").ok_or_else(|| NodeError::at(body, format!("thread `{name}` has no `steps`")))?;
-    let items = steps_node
-        .as_seq()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| NodeError::at(steps_node, format!("the steps of thread `{name}` must be a non-empty list")))?;
-    let mut steps = Vec::new();
-    for item in items {
-        let step = parse_step(item)?;
+    let steps = nested_step_list(steps_node, &format!("thread `{name}`"), &|item, step| {
         if let Some(made) = step.op.defines() {
             return Err(NodeError::at(item, format!("a race thread cannot make objects (`as: {made}`)"))
                 .help("make every object in a step before the race; threads use and close them"));
-        }
-        if matches!(step.op, super::step::Op::Race(_)) {
-            return Err(NodeError::at(item, "a race inside a race").help("put all threads in one race"));
         }
         if matches!(step.op, super::step::Op::Fork(_) | super::step::Op::Repeat(_)) {
             return Err(NodeError::at(item, format!("a race thread cannot `{}`", step.op.name()))
@@ -93,8 +84,8 @@ fn parse_thread(name_node: &Node, body: &Node) -> NResult<RaceThread> {
             return Err(NodeError::at(item, "a race thread cannot expect a signal")
                 .help("signal steps run in a forked copy of the case process, which a threaded race cannot make"));
         }
-        steps.push(step);
-    }
+        Ok(())
+    })?;
     Ok(RaceThread { name, repeat, steps })
 }
 

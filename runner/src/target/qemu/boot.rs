@@ -6,10 +6,11 @@
 use super::command::QemuConfig;
 use super::console::Console;
 use super::protocol::{GuestEvent, GuestUp, Plan};
+use crate::exec::supervise::read_bounded;
 use crate::report::event::CaseEvent;
 use nix::sys::signal::{Signal as UnixSignal, killpg};
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -190,7 +191,7 @@ pub fn boot(qemu: &QemuConfig, console_log: &Path, limits: &Limits, handler: &mu
         }
         None => (Default::default(), None),
     };
-    let stderr_thread = child.stderr.take().map(|e| std::thread::spawn(move || read_bounded(e)));
+    let stderr_thread = child.stderr.take().map(|e| std::thread::spawn(move || read_bounded(e, 16 * 1024)));
 
     let end = match accept(&listener, &mut child) {
         Err(why) => BootEnd::NeverStarted(why),
@@ -376,20 +377,6 @@ impl Boot<'_> {
             GuestEvent::GuestError { message } => self.guest_errors.push(message),
         }
     }
-}
-
-fn read_bounded(mut r: impl Read) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while let Ok(n) = r.read(&mut chunk) {
-        if n == 0 {
-            break;
-        }
-        if buf.len() < 16 * 1024 {
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 #[cfg(test)]

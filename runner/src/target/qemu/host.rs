@@ -181,15 +181,7 @@ fn finish(
     } else {
         eprintln!("gmemconf: console logs kept in {}", run_dir.display());
     }
-    if let Some(why) = &summary.broken {
-        eprintln!("gmemconf: the target is not usable: {why}");
-        return ExitCode::from(exit::TARGET_BROKEN);
-    }
-    if counts.total() == 0 {
-        eprintln!("gmemconf: no case matched the selection");
-        return ExitCode::from(exit::USAGE);
-    }
-    ExitCode::from(if counts.failed() { exit::CASE_FAILED } else { exit::OK })
+    crate::run::exit_status(&counts, summary.broken.as_deref())
 }
 
 /// Whether any case can pass the filters, before a boot says which cases are `xfail` there (the
