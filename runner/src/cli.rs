@@ -272,6 +272,12 @@ fn run(args: RunArgs) -> ExitCode {
         Err(p) => p.into_inner(),
     };
     eprint!("{}", console::summary(&counts, &sink.events, &runner.fingerprint, started.elapsed().as_secs_f64()));
+    if counts.skip > 0 && !runner.probe.has_private_memory() {
+        eprintln!(
+            "hint: this host's KVM lacks guest_memfd or private memory; `gmemconf run --kernel debian:7.3` runs \
+             the skipped cases inside a test kernel that has them (QEMU; see README.md)"
+        );
+    }
     crate::run::exit_status(&counts, kvm_broken.as_deref())
 }
 

@@ -180,7 +180,6 @@ mod tests {
             "KVM_AMD",
             "KVM_INTEL",
             "KVM_SW_PROTECTED_VM",
-            "VIRTIO_CONSOLE",
             "SERIAL_8250_CONSOLE",
             "DEVTMPFS",
             "TMPFS",

@@ -63,6 +63,17 @@ impl VmTypeProbe {
 }
 
 impl Probe {
+    /// Whether some VM type here has guest_memfd and the private memory attribute: what the
+    /// conversion suite needs, and what a test kernel from `guest-images/` provides.
+    pub fn has_private_memory(&self) -> bool {
+        self.kvm_error.is_none()
+            && self.vm_types.iter().any(|t| {
+                [Requirement::GuestMemfd, Requirement::PrivateAttribute]
+                    .iter()
+                    .all(|req| self.meets_on_type(req, t.value).is_ok())
+            })
+    }
+
     fn vm_cap(&self, name: &str) -> i64 {
         self.caps_vm.get(name).copied().unwrap_or(0)
     }

@@ -52,6 +52,22 @@ pub fn keep_only(text: &str, keep: (u64, u64), block: (u64, u64)) -> String {
     out
 }
 
+/// The excerpts of several cases of one suite as one text: each line as the excerpt that kept it
+/// has it, blank where none did. Loading it yields exactly those cases, at their own locations.
+pub fn union<'a>(excerpts: impl IntoIterator<Item = &'a str>) -> String {
+    let mut lines: Vec<&str> = Vec::new();
+    for text in excerpts {
+        for (i, line) in text.split_inclusive('\n').enumerate() {
+            match lines.get_mut(i) {
+                Some(kept) if kept.trim().is_empty() => *kept = line,
+                Some(_) => {}
+                None => lines.push(line),
+            }
+        }
+    }
+    lines.concat()
+}
+
 #[cfg(test)]
 mod tests {
     use crate::suite::Source;
@@ -95,6 +111,20 @@ fixtures:
         assert!(!b1.contains("name: a") && b1.contains("name: b") && b1.contains("fixtures:"), "{b1}");
         assert!(!full.cases[0].text.contains("name: b"));
         assert_eq!(&*full.text, SUITE);
+    }
+
+    #[test]
+    fn a_union_of_excerpts_loads_exactly_their_cases() {
+        let source = Source::File("s.yaml".into());
+        let full = load_text(SUITE, &source).expect("loads");
+        let b: Vec<&str> = full.cases.iter().filter(|c| c.name == "b").map(|c| &*c.text).collect();
+        let only_b = super::union(b);
+        assert_eq!(only_b.lines().count(), SUITE.lines().count());
+        let loaded = load_text(&only_b, &source).expect("the union loads");
+        let ids: Vec<&str> = loaded.cases.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["s::b[n=1]", "s::b[n=2]"]);
+        assert_eq!(loaded.cases[0].loc, full.cases[1].loc);
+        assert_eq!(super::union(full.cases.iter().map(|c| &*c.text)), SUITE);
     }
 
     #[test]

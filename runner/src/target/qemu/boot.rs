@@ -94,6 +94,8 @@ pub struct BootReport {
     pub cases_done: usize,
     /// From QEMU's start to the first case result.
     pub first_result: Option<Duration>,
+    /// From QEMU's start to the first `case_started`.
+    pub first_started: Option<Duration>,
     pub guest_errors: Vec<String>,
     /// The guest's own account of its boot: (kernel start to init, to the runner, to the probe
     /// done), by its clock; and when the host saw `run_started`, by the host's, from QEMU's start.
@@ -118,6 +120,7 @@ struct Boot<'h> {
     in_flight: Vec<(String, Instant)>,
     cases_done: usize,
     first_result: Option<Duration>,
+    first_started: Option<Duration>,
     guest_errors: Vec<String>,
     timeline: Option<(Duration, Duration, Duration)>,
     run_started: Option<Duration>,
@@ -135,6 +138,7 @@ pub fn boot(qemu: &QemuConfig, console_log: &Path, limits: &Limits, handler: &mu
         in_flight: Vec::new(),
         cases_done: 0,
         first_result: None,
+        first_started: None,
         guest_errors: Vec::new(),
         timeline: None,
         run_started: None,
@@ -147,6 +151,7 @@ pub fn boot(qemu: &QemuConfig, console_log: &Path, limits: &Limits, handler: &mu
         in_flight: Vec::new(),
         cases_done: 0,
         first_result: None,
+        first_started: None,
         guest_errors: Vec::new(),
         timeline: None,
         run_started: None,
@@ -240,6 +245,7 @@ pub fn boot(qemu: &QemuConfig, console_log: &Path, limits: &Limits, handler: &mu
         in_flight: b.in_flight.iter().map(|(id, since)| (id.clone(), now - *since)).collect(),
         cases_done: b.cases_done,
         first_result: b.first_result,
+        first_started: b.first_started,
         guest_errors: b.guest_errors,
         timeline: b.timeline,
         run_started: b.run_started,
@@ -365,7 +371,10 @@ impl Boot<'_> {
                 let ms = Duration::from_millis;
                 self.timeline = Some((ms(init_ms), ms(runner_ms), ms(probed_ms)));
             }
-            GuestEvent::CaseStarted { id } => self.in_flight.push((id, Instant::now())),
+            GuestEvent::CaseStarted { id } => {
+                self.first_started.get_or_insert(self.start.elapsed());
+                self.in_flight.push((id, Instant::now()));
+            }
             GuestEvent::Case(e) => {
                 self.in_flight.retain(|(id, _)| *id != e.id);
                 self.cases_done += 1;

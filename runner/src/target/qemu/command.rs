@@ -1,7 +1,6 @@
 //! The QEMU command line: which accelerator, the machine, the kernel and initramfs, the serial
-//! console on stdout and the virtio-serial port for events.
+//! console on stdout and the second serial port for events.
 
-use super::protocol::PORT_NAME;
 use crate::probe::{Probe, VirtKind};
 use std::path::PathBuf;
 use std::process::Command;
@@ -108,9 +107,9 @@ impl QemuConfig {
             None => APPEND.to_string(),
         };
         push(&["-append", &append]);
-        push(&["-device", "virtio-serial-pci"]);
+        // The events: the guest's ttyS1 (see port.rs), connected to the host's socket.
         push(&["-chardev", &format!("socket,id=events,path={}", self.socket.display())]);
-        push(&["-device", &format!("virtserialport,chardev=events,name={PORT_NAME}")]);
+        push(&["-serial", "chardev:events"]);
         a
     }
 
@@ -157,9 +156,8 @@ mod tests {
             config(Accel::Tcg).command_line(),
             "qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2G -nodefaults -no-user-config -display none \
              -no-reboot -serial stdio -kernel /k/bzImage -initrd /r/initrd.cpio \
-             -append 'console=ttyS0 panic=-1 oops=panic quiet tsc_early_khz=2596101 tsc=reliable' -device virtio-serial-pci \
-             -chardev socket,id=events,path=/r/events.sock \
-             -device virtserialport,chardev=events,name=org.gmemconf.events"
+             -append 'console=ttyS0 panic=-1 oops=panic quiet tsc_early_khz=2596101 tsc=reliable' \
+             -chardev socket,id=events,path=/r/events.sock -serial chardev:events"
         );
         let kvm = config(Accel::Kvm).command_line();
         assert!(kvm.starts_with("qemu-system-x86_64 -accel kvm -cpu host ") && !kvm.contains("tsc_early_khz"), "{kvm}");

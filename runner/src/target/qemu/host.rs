@@ -15,6 +15,7 @@ use crate::probe::{self, Probe};
 use crate::report::console;
 use crate::report::event::RunStarted;
 use crate::run::{EventSink, Selection, baseline_for};
+use crate::suite::{Case, excerpt};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::io::Write;
 use std::path::Path;
@@ -71,7 +72,7 @@ pub fn run(
     if let Err(e) = std::fs::create_dir_all(&run_dir) {
         return broken(&format!("cannot create {}: {e}", run_dir.display()));
     }
-    let payload = payload(&selection, opts.timeout_scale * accel.timeout_factor(), opts.seed.clone());
+    let payload = payload(&selection, &la, opts.timeout_scale * accel.timeout_factor(), opts.seed.clone());
     let packing = Instant::now();
     let initrd = match initramfs::build(&exe, &image, &initramfs::cache_dir(), &payload, &run_dir.join("initrd.cpio")) {
         Ok(b) => b,
@@ -187,11 +188,15 @@ fn finish(
 /// Whether any case can pass the filters, before a boot says which cases are `xfail` there (the
 /// kind is part of what libtest-mimic filters on): a typo in `-f` costs no boot.
 fn could_match(selection: &Selection, la: &Arguments) -> bool {
-    selection.cases().any(|c| {
-        ["", "xfail"].iter().any(|kind| {
-            let t = Trial::test(c.id.clone(), || Ok(())).with_kind(*kind).with_ignored_flag(c.ignore.is_some());
-            !la.is_filtered_out(&t) && !la.is_ignored(&t)
-        })
+    selection.cases().any(|c| may_run(c, la))
+}
+
+/// Whether the filters may select `case` (with or without a baseline: its kind is not known
+/// before the guest's probe).
+fn may_run(case: &Case, la: &Arguments) -> bool {
+    ["", "xfail"].iter().any(|kind| {
+        let t = Trial::test(case.id.clone(), || Ok(())).with_kind(*kind).with_ignored_flag(case.ignore.is_some());
+        !la.is_filtered_out(&t) && !la.is_ignored(&t)
     })
 }
 
@@ -212,13 +217,24 @@ fn trials(selection: &Selection, probe: &Probe, fingerprint: &str, shared: &Arc<
         .collect()
 }
 
-/// The suite and baseline texts the selection came from, and the args naming them.
-pub(super) fn payload(selection: &Selection, timeout_scale: f64, seed: Option<String>) -> Payload {
+/// The suite and baseline texts the selection came from, and the args naming them. A suite's text
+/// keeps only the cases the filters may select: the guest parses it under emulation, where a
+/// large suite costs tenths of a second before the first case can start.
+pub(super) fn payload(selection: &Selection, la: &Arguments, timeout_scale: f64, seed: Option<String>) -> Payload {
     let mut files = Vec::new();
     let mut suites = Vec::new();
     for (i, s) in selection.suites.iter().enumerate() {
+        let wanted: Vec<&Case> = s.cases.iter().filter(|c| may_run(c, la)).collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let text = if wanted.len() == s.cases.len() {
+            s.text.to_string()
+        } else {
+            excerpt::union(wanted.iter().map(|c| &*c.text))
+        };
         let file = format!("/gmemconf/suite-{i}.yaml");
-        files.push((file.clone(), s.text.to_string()));
+        files.push((file.clone(), text));
         suites.push(SuiteFile { source: s.source.to_arg(), file, name: s.name.clone() });
     }
     let mut baselines = Vec::new();

@@ -209,11 +209,13 @@ impl Manager {
         if let (Some((init, runner, probed)), Some(seen)) = (report.timeline, report.run_started) {
             let s = |d: Duration| format!("{:.2}", d.as_secs_f64());
             line.push_str(&format!(
-                "\n  guest clock: init at {} s, runner at {}, probed at {}; host saw run_started at {} s",
+                "\n  guest clock: init at {} s, runner at {}, probed at {}; host clock: run_started at {} s, \
+                 first case started at {}",
                 s(init),
                 s(runner),
                 s(probed),
-                s(seen)
+                s(seen),
+                report.first_started.map_or("-".to_string(), s)
             ));
         }
         eprintln!("{line}");

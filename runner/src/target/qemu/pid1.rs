@@ -5,7 +5,7 @@
 //! any child, and the runner must wait for its own case processes alone.
 
 use super::port;
-use super::protocol::{GuestError, INIT_MS_ENV, PORT_NAME, uptime_ms};
+use super::protocol::{EVENT_PORT, GuestError, INIT_MS_ENV, uptime_ms};
 use nix::mount::{MsFlags, mount};
 use nix::unistd::Pid;
 use std::io::Write;
@@ -51,7 +51,7 @@ fn run() -> Result<(), String> {
         return run_on_console(&exec);
     }
     let init_ms = uptime_ms();
-    let port = port::open(PORT_NAME, Duration::from_secs(10))?;
+    let port = port::open(EVENT_PORT)?;
     let _ = EVENTS.set(port.as_raw_fd());
     let runner = spawn_runner(port.as_raw_fd(), init_ms)?;
     let status = reap_until(runner)?;

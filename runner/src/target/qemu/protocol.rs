@@ -1,5 +1,5 @@
 //! What the host and the guest say to each other. The host packs `GuestArgs` into the initramfs;
-//! the guest answers on the virtio-serial port with JSON lines (`GuestEvent`), the host sends one
+//! the guest answers on its second serial port with JSON lines (`GuestEvent`), the host sends one
 //! `Plan` line back after `run_started`, and the guest runs exactly the cases it names.
 
 use crate::probe::Probe;
@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 /// Where the args file is inside the initramfs.
 pub const ARGS_PATH: &str = "/gmemconf/args.json";
-/// The virtio-serial port's name (QEMU `virtserialport,name=`), found under /sys/class/virtio-ports.
-pub const PORT_NAME: &str = "org.gmemconf.events";
+/// The event channel inside the guest: the second serial port (QEMU's second `-serial`).
+pub const EVENT_PORT: &str = "/dev/ttyS1";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GuestArgs {
