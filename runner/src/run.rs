@@ -215,6 +215,13 @@ impl Runner {
 
     /// Runs one case (or skips it), records its event, and returns it.
     pub fn execute(&self, case: &Case, baseline: Option<&Baseline>) -> CaseEvent {
+        self.execute_announced(case, baseline, || {})
+    }
+
+    /// `execute`, calling `started` when the case really starts: after a serial case has the
+    /// machine to itself, or a parallel one has waited out a serial one (the qemu target's
+    /// guest says `case_started` then, so that a crash is charged to cases that were running).
+    pub fn execute_announced(&self, case: &Case, baseline: Option<&Baseline>, started: impl FnOnce()) -> CaseEvent {
         let mut event = CaseEvent {
             event: "case",
             id: case.id.clone(),
@@ -232,6 +239,7 @@ impl Runner {
             target: Some(self.fingerprint.clone()),
         };
         if let Some(reason) = skip_reason(case, &self.probe) {
+            started();
             event.outcome = Outcome::Skip;
             event.reason = Some(reason);
         } else {
@@ -241,6 +249,7 @@ impl Runner {
             } else {
                 (Some(self.alone.read().unwrap_or_else(|p| p.into_inner())), None)
             };
+            started();
             let watch = kmsg::Watch::start();
             let sup = run_case_process(&self.exe, case, &self.probe_json, timeout, self.timeout_scale);
             let klog = watch.finish();

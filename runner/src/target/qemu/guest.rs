@@ -132,13 +132,16 @@ fn run_plan(runner: &Runner, selection: &Selection, plan: &Plan, errors: &mut Fi
         for _ in 0..threads.max(1) {
             s.spawn(|| {
                 while let Some(case) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
-                    if let Ok(mut sink) = runner.sink.lock() {
-                        sink.line(&CaseStarted { event: "case_started", id: &case.id });
-                    }
+                    let announce = || {
+                        if let Ok(mut sink) = runner.sink.lock() {
+                            sink.line(&CaseStarted { event: "case_started", id: &case.id });
+                        }
+                    };
                     // A panic here is gmemconf's own bug: the hook reports it, the host sees the
                     // case without a result, and the other cases go on.
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        runner.execute(case, baseline_for(case, &selection.baselines, &runner.probe))
+                        let baseline = baseline_for(case, &selection.baselines, &runner.probe);
+                        runner.execute_announced(case, baseline, announce)
                     }));
                 }
             });
