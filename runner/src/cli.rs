@@ -252,12 +252,9 @@ fn run(args: RunArgs) -> ExitCode {
         };
         return qemu::run(&opts, selection, la, sink_out);
     }
-    let exe = match std::env::current_exe() {
+    let exe = match own_executable("to start case processes") {
         Ok(e) => e,
-        Err(e) => {
-            eprintln!("gmemconf: cannot find its own executable to start case processes: {e}");
-            return ExitCode::from(exit::TARGET_BROKEN);
-        }
+        Err(code) => return code,
     };
     let started = Instant::now();
     let probe = probe::gather();
@@ -279,6 +276,14 @@ fn run(args: RunArgs) -> ExitCode {
         );
     }
     crate::run::exit_status(&counts, kvm_broken.as_deref())
+}
+
+/// gmemconf's own executable, which case processes run again; exit 3 if it cannot be found.
+fn own_executable(purpose: &str) -> Result<PathBuf, ExitCode> {
+    std::env::current_exe().map_err(|e| {
+        eprintln!("gmemconf: cannot find its own executable {purpose}: {e}");
+        ExitCode::from(exit::TARGET_BROKEN)
+    })
 }
 
 /// Where the JSON events go: stdout with `--format json`, the `--events` file, or both.
@@ -428,12 +433,9 @@ fn bench(iterations: u32, race_seconds: f64, suites: Vec<PathBuf>) -> ExitCode {
         eprintln!("gmemconf: bench needs --iterations of at least 1 and --race-seconds in [0.1, 600]");
         return ExitCode::from(exit::USAGE);
     }
-    let exe = match std::env::current_exe() {
+    let exe = match own_executable("to time the suites") {
         Ok(e) => e,
-        Err(e) => {
-            eprintln!("gmemconf: cannot find its own executable: {e}");
-            return ExitCode::from(exit::TARGET_BROKEN);
-        }
+        Err(code) => return code,
     };
     let probe = probe::gather();
     let b = crate::bench::Bench {
