@@ -260,11 +260,12 @@ impl Runner {
             if event.outcome != Outcome::Pass && !sup.output.is_empty() {
                 event.output = Some(sup.output);
             }
-            // A baseline explains a known deviation, never a kernel that warned or oopsed.
-            if let Some(b) = baseline.filter(|_| !kernel_alarmed) {
+            // A baseline explains a known deviation, never a kernel that warned or oopsed, nor a
+            // failure other than the one it names.
+            if let Some(b) = baseline.filter(|b| !kernel_alarmed && b.explains(&event.what_went_wrong())) {
                 event.outcome = match event.outcome {
                     Outcome::Fail | Outcome::Timeout | Outcome::Crashed => Outcome::Xfail,
-                    Outcome::Pass => Outcome::Xpass,
+                    Outcome::Pass if !b.intermittent => Outcome::Xpass,
                     other => other,
                 };
                 if matches!(event.outcome, Outcome::Xfail | Outcome::Xpass) {

@@ -20,24 +20,51 @@ fn target() -> Target {
     gmem_target()
 }
 
+/// Verdicts a shipped suite may give on the reference kernels: anything else is a defect here.
+const CONFORMING: [&str; 3] = ["pass", "skip", "xfail"];
+
+fn nonconforming(events: &[Value]) -> Vec<&Value> {
+    events.iter().filter(|e| !CONFORMING.contains(&e["outcome"].as_str().unwrap_or(""))).collect()
+}
+
+/// Under QEMU's emulation (TCG, nested SVM) a race or lifetime case has been seen to fail about
+/// once in two full runs, each time a different case, and never again when run once more (see
+/// README.md, "Known flakes under emulation"). So a case that fails is run once more, alone: if it
+/// then conforms, it is reported here as flaky and does not fail the test; if it fails again, it
+/// does. More flaky cases than this in one run is a failure too: that is no longer noise.
+const FLAKES_TOLERATED: usize = 2;
+
 #[rstest]
 fn shipped_suites_pass_or_fail_only_as_baselined(target: &Target) {
     let out = target.run(&["--format", "json"]);
-    let events = events(&out, "case");
+    let cases = events(&out, "case");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let bad: Vec<String> = events
-        .iter()
-        .filter(|e| !["pass", "skip", "xfail"].contains(&e["outcome"].as_str().unwrap_or("")))
-        .map(|e| format!("{} {}: {}", e["outcome"], e["id"], e))
-        .collect();
-    assert!(bad.is_empty(), "unexpected verdicts:\n{}\n{stderr}", bad.join("\n"));
-    assert!(out.status.success(), "exit {:?}\n{stderr}", out.status.code());
-    let ran = events.iter().filter(|e| e["outcome"] != "skip").count();
+    let bad = nonconforming(&cases);
+    let (mut flaky, mut failed) = (Vec::new(), Vec::new());
+    for e in &bad {
+        let id = e["id"].as_str().unwrap_or_default();
+        let again = target.run(&["--format", "json", "--exact", "-f", id]);
+        let again_events = events(&again, "case");
+        let line = format!("{} {id}: {e}", e["outcome"]);
+        if target.is_qemu() && !again_events.is_empty() && nonconforming(&again_events).is_empty() {
+            flaky.push(line);
+        } else {
+            failed.push(format!("{line}\n  run again: {}", String::from_utf8_lossy(&again.stdout)));
+        }
+    }
+    if !flaky.is_empty() {
+        eprintln!("FLAKY (failed once, conformed when run again alone):\n{}", flaky.join("\n"));
+    }
+    assert!(failed.is_empty(), "unexpected verdicts:\n{}\n{stderr}", failed.join("\n"));
+    assert!(flaky.len() <= FLAKES_TOLERATED, "{} flaky cases in one run:\n{}", flaky.len(), flaky.join("\n"));
+    assert!(bad.is_empty() || out.status.code() == Some(1), "exit {:?}\n{stderr}", out.status.code());
+    assert!(!bad.is_empty() || out.status.success(), "exit {:?}\n{stderr}", out.status.code());
+    let ran = cases.iter().filter(|e| e["outcome"] != "skip").count();
     assert!(ran >= 500, "only {ran} cases ran on {target:?}");
-    for e in events.iter().filter(|e| e["outcome"] == "skip") {
+    for e in cases.iter().filter(|e| e["outcome"] == "skip") {
         assert!(e["reason"].as_str().is_some_and(|r| !r.is_empty()), "a skip without a reason: {e}");
     }
-    for e in events.iter().filter(|e| e["outcome"] == "xfail") {
+    for e in cases.iter().filter(|e| e["outcome"] == "xfail") {
         assert!(e["baseline"]["reason"].is_string() && e["failure"].is_object() || e["reason"].is_string(), "{e}");
     }
 }

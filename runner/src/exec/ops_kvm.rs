@@ -253,6 +253,12 @@ pub fn guest(w: &World, vcpu_name: &str, program: &Program) -> Result<Observed, 
         GuestExit::Other(ref what) => obs.note = Some(what.clone()),
         _ => {}
     }
+    if let Some(stopped) = &report.stopped {
+        obs.note = Some(match obs.note.take() {
+            Some(note) => format!("{note}; {stopped}"),
+            None => stopped.to_string(),
+        });
+    }
     if let Some((gpa, byte)) = report.mismatch {
         obs.note = Some(format!("the guest read {byte:#04x} at gpa {gpa:#x}"));
     }

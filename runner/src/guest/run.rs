@@ -21,6 +21,45 @@ pub struct GuestReport {
     pub hypercall_ret: Option<u64>,
     /// A board program found a page that breaks the race board's rules (details on the board).
     pub violation: bool,
+    /// Where the guest was when an exit no program asks for (MMIO, shutdown, ...) ended the run.
+    pub stopped: Option<Stopped>,
+}
+
+/// The guest's RIP at an exit the program never asks for, and what the code page held there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    pub rip: u64,
+    /// The offset of `rip` in the program, when it lies within it.
+    pub in_program: Option<u64>,
+    /// The host's view of the code page still holds the program as it was copied in: if the
+    /// guest nevertheless executed something else, it saw another page at the code gpa.
+    pub code_intact: bool,
+    /// What KVM said of an internal error.
+    pub kvm_said: Option<String>,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "guest rip {:#x}", self.rip)?;
+        match self.in_program {
+            Some(off) => write!(f, " (byte {off} of the program")?,
+            None => write!(f, " (outside the program")?,
+        }
+        if self.code_intact {
+            write!(f, "; the host's copy of the program is intact)")?;
+        } else {
+            write!(f, "; the host's copy of the program has changed)")?;
+        }
+        match &self.kvm_said {
+            Some(said) => write!(f, "; {said}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Exits that end a program's run as it intends (or as a case may expect of the kernel).
+fn expected_end(exit: &GuestExit) -> bool {
+    matches!(exit, GuestExit::Hlt | GuestExit::MemoryFault { .. } | GuestExit::Errno(_))
 }
 
 /// The VMM's side of a hypercall that KVM forwards to userspace (KVM_EXIT_HYPERCALL): given the
@@ -91,6 +130,7 @@ pub unsafe fn run_program_answering(
         violation: false,
         hypercalls: 0,
         hypercall_ret: None,
+        stopped: None,
     };
     let mut mismatch_gpa = None;
     for _ in 0..MAX_EXITS {
@@ -110,6 +150,14 @@ pub unsafe fn run_program_answering(
                 vcpu.set_hypercall_ret(ret);
             }
             other => {
+                if !expected_end(&other) {
+                    report.stopped = vcpu.rip().map(|rip| stopped_at(rip, &code, code_host, code_gpa));
+                    if other == GuestExit::InternalError
+                        && let Some(s) = report.stopped.as_mut()
+                    {
+                        s.kvm_said = Some(vcpu.internal_error());
+                    }
+                }
                 report.last_exit = other;
                 return Ok(report);
             }
@@ -117,4 +165,11 @@ pub unsafe fn run_program_answering(
     }
     report.last_exit = GuestExit::Other(format!("more than {MAX_EXITS} port exits"));
     Ok(report)
+}
+
+fn stopped_at(rip: u64, code: &[u8], code_host: *const u8, code_gpa: u64) -> Stopped {
+    let in_program = rip.checked_sub(code_gpa).filter(|off| *off < code.len() as u64);
+    // SAFETY: the caller of run_program guarantees 4 KiB at `code_host`; code.len() <= 4096.
+    let now = unsafe { std::slice::from_raw_parts(code_host, code.len()) };
+    Stopped { rip, in_program, code_intact: now == code, kvm_said: None }
 }

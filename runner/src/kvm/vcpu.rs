@@ -146,6 +146,28 @@ impl Vcpu {
         self.fd.get_kvm_run().__bindgen_anon_1.hypercall.ret = ret;
     }
 
+    /// Where the guest stopped (RIP), read after an exit; None if KVM_GET_REGS fails.
+    pub fn rip(&self) -> Option<u64> {
+        self.fd.get_regs().ok().map(|r| r.rip)
+    }
+
+    /// What KVM said of its last KVM_EXIT_INTERNAL_ERROR: the suberror and its data words.
+    pub fn internal_error(&mut self) -> String {
+        // SAFETY: called only after KVM_RUN returned KVM_EXIT_INTERNAL_ERROR, so the internal
+        // member of the union is the live one (and any bit pattern is a valid u32/u64 array).
+        let e = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
+        let name = match e.suberror {
+            1 => "EMULATION",
+            2 => "SIMUL_EX",
+            3 => "DELIVERY_EV",
+            4 => "UNEXPECTED_EXIT_REASON",
+            _ => "?",
+        };
+        let n = (e.ndata as usize).min(e.data.len());
+        let data: Vec<String> = e.data[..n].iter().map(|d| format!("{d:#x}")).collect();
+        format!("KVM_INTERNAL_ERROR_{name} (suberror {}), data [{}]", e.suberror, data.join(", "))
+    }
+
     /// One KVM_RUN.
     pub fn run_once(&mut self) -> GuestExit {
         let exit = self.run_raw();

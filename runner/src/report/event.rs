@@ -86,6 +86,15 @@ pub struct CaseEvent {
     pub target: Option<String>,
 }
 
+impl CaseEvent {
+    /// What was observed to go wrong, for matching a baseline's symptom: the failing step's
+    /// observation, and the reason a case did not finish.
+    pub fn what_went_wrong(&self) -> String {
+        let actual = self.failure.as_ref().map(|f| f.actual.as_str()).unwrap_or_default();
+        format!("{actual}\n{}", self.reason.as_deref().unwrap_or_default())
+    }
+}
+
 fn case_tag() -> &'static str {
     "case"
 }

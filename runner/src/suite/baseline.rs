@@ -1,5 +1,7 @@
 //! Known failures: a baseline entry names cases (by id pattern), the targets it holds on, why the
-//! kernel deviates, and a reference. A matching failure is XFAIL; a matching pass is XPASS.
+//! kernel deviates, and a reference. A matching failure is XFAIL; a matching pass is XPASS, unless
+//! the entry is `intermittent` (a race that shows in some runs only). An entry with a `symptom`
+//! explains only a failure whose text contains it.
 
 use super::error::{LoadError, NResult, NodeError, unknown_name_help};
 use super::node::{self, Node};
@@ -16,6 +18,13 @@ pub struct Baseline {
     /// Kernel release pattern (`6.18.*`); none means any.
     pub kernel: Option<String>,
     pub virt: Option<String>,
+    /// The deviation shows only in some runs (a race): a pass is then a pass, not an XPASS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub intermittent: bool,
+    /// The entry explains only a failure whose text contains this; any other failure of the case
+    /// stays a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symptom: Option<String>,
     #[serde(skip)]
     pub requires: Vec<Requirement>,
     #[serde(skip)]
@@ -24,7 +33,7 @@ pub struct Baseline {
     pub line: u64,
 }
 
-const ENTRY_KEYS: &[&str] = &["case", "reason", "ref", "when"];
+const ENTRY_KEYS: &[&str] = &["case", "reason", "ref", "when", "intermittent", "symptom"];
 const WHEN_KEYS: &[&str] = &["kernel", "virt", "requires", "missing"];
 
 impl Baseline {
@@ -38,6 +47,12 @@ impl Baseline {
             && self.virt.as_ref().is_none_or(|v| *v == probe.virt.to_string())
             && self.requires.iter().all(|r| probe.meets(r).is_ok())
             && self.missing.iter().all(|r| probe.meets(r).is_err())
+    }
+
+    /// Whether the entry explains a failure described by `text` (what was observed, or why the
+    /// case did not finish).
+    pub fn explains(&self, text: &str) -> bool {
+        self.symptom.as_ref().is_none_or(|s| text.contains(s.as_str()))
     }
 }
 
@@ -126,11 +141,27 @@ fn parse_entry(entry: &Node, path: &Path) -> NResult<Baseline> {
         reference: text("ref", "cite the fix commit, the report, or the contract section")?,
         kernel: None,
         virt: None,
+        intermittent: false,
+        symptom: None,
         requires: Vec::new(),
         missing: Vec::new(),
         file: path.display().to_string(),
         line: entry.loc.line,
     };
+    if let Some(v) = entry.get("intermittent") {
+        b.intermittent = v.as_bool().ok_or_else(|| {
+            NodeError::at(v, "`intermittent` is true or false").help("true: the deviation shows only in some runs")
+        })?;
+    }
+    if let Some(v) = entry.get("symptom") {
+        b.symptom = Some(v.as_str().filter(|s| !s.trim().is_empty()).map(str::to_string).ok_or_else(|| {
+            NodeError::at(v, "`symptom` is text").help("a piece of the failure's `actual` (or the reason) text")
+        })?);
+    }
+    if b.intermittent && b.symptom.is_none() {
+        return Err(NodeError::at(entry, "an intermittent baseline needs a `symptom`")
+            .help("name the failure it explains, so that any other failure of the case stays red"));
+    }
     if let Some(when) = entry.get("when") {
         let map = when.as_map().ok_or_else(|| NodeError::at(when, "`when` is a mapping of conditions"))?;
         for (k, v) in map {
@@ -206,5 +237,23 @@ mod tests {
         let err = parse_file(Path::new("b.yaml"), "baselines:\n  - case: x\n    ref: y\n").expect_err("no reason");
         assert_eq!(err[0].loc.map(|l| l.line), Some(2));
         assert!(err[0].message.contains("reason"));
+    }
+
+    #[test]
+    fn a_symptom_narrows_what_an_entry_explains() {
+        let text =
+            "baselines:\n  - case: x\n    reason: r\n    ref: y\n    intermittent: true\n    symptom: still in\n";
+        let b = &parse_file(Path::new("b.yaml"), text).expect("valid")[0];
+        assert!(b.intermittent);
+        assert!(b.explains("thread `t` was still in its step"));
+        assert!(!b.explains("KVM_RUN returned EIO"));
+    }
+
+    #[test]
+    fn an_intermittent_entry_needs_a_symptom() {
+        let text = "baselines:\n  - case: x\n    reason: r\n    ref: y\n    intermittent: true\n";
+        let err = parse_file(Path::new("b.yaml"), text).expect_err("no symptom");
+        assert_eq!(err[0].loc.map(|l| l.line), Some(2));
+        assert!(err[0].message.contains("symptom"));
     }
 }

@@ -104,6 +104,9 @@ pub struct BootReport {
     pub trouble: Vec<String>,
     pub tail: Vec<String>,
     pub qemu_stderr: String,
+    /// Where the CPUs were when the guest stopped responding (one line each), or why that is
+    /// not known; the monitor's full answer is kept beside the console log.
+    pub cpus: Vec<String>,
 }
 
 const TICK: Duration = Duration::from_millis(100);
@@ -158,6 +161,7 @@ pub fn boot(qemu: &QemuConfig, console_log: &Path, limits: &Limits, handler: &mu
         trouble: Vec::new(),
         tail: Vec::new(),
         qemu_stderr: String::new(),
+        cpus: Vec::new(),
     };
     let _ = std::fs::remove_file(&qemu.socket);
     let listener = match UnixListener::bind(&qemu.socket).and_then(|l| l.set_nonblocking(true).map(|_| l)) {
@@ -218,6 +222,10 @@ pub fn boot(qemu: &QemuConfig, console_log: &Path, limits: &Limits, handler: &mu
         }
     };
     drop(tx);
+    let cpus = match (&end, &qemu.monitor) {
+        (BootEnd::Silent(_) | BootEnd::Overdue { .. }, Some(monitor)) => where_the_cpus_are(monitor, console_log),
+        _ => Vec::new(),
+    };
     // Whatever happened, QEMU goes now; lines already sent still count.
     let _ = killpg(Pid::from_raw(child.id() as i32), UnixSignal::SIGKILL);
     let _ = child.wait();
@@ -252,6 +260,22 @@ pub fn boot(qemu: &QemuConfig, console_log: &Path, limits: &Limits, handler: &mu
         trouble: console.trouble(),
         tail: console.tail(),
         qemu_stderr,
+        cpus,
+    }
+}
+
+/// Asks QEMU's monitor for every CPU's registers, keeps them beside the console log, and sums
+/// them up.
+fn where_the_cpus_are(monitor: &Path, console_log: &Path) -> Vec<String> {
+    match super::monitor::cpu_registers(monitor) {
+        Ok(text) => {
+            let kept = console_log.with_extension("cpus.txt");
+            let _ = std::fs::write(&kept, &text);
+            let mut lines = super::monitor::summarize(&text);
+            lines.push(format!("(all registers: {})", kept.display()));
+            lines
+        }
+        Err(why) => vec![why],
     }
 }
 

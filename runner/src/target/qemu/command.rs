@@ -67,6 +67,8 @@ pub struct QemuConfig {
     pub initrd: PathBuf,
     /// The host's listening socket for the guest's events.
     pub socket: PathBuf,
+    /// QEMU's monitor socket, asked where the CPUs are when the guest stops responding.
+    pub monitor: Option<PathBuf>,
     /// Under TCG, the TSC frequency the guest kernel is told (see `tsc`).
     pub tsc_khz: Option<u64>,
     /// qboot where QEMU ships it: it hands over to `-kernel` in a fraction of SeaBIOS's time
@@ -110,6 +112,9 @@ impl QemuConfig {
         // The events: the guest's ttyS1 (see port.rs), connected to the host's socket.
         push(&["-chardev", &format!("socket,id=events,path={}", self.socket.display())]);
         push(&["-serial", "chardev:events"]);
+        if let Some(monitor) = &self.monitor {
+            push(&["-monitor", &format!("unix:{},server=on,wait=off", monitor.display())]);
+        }
         a
     }
 
@@ -145,6 +150,7 @@ mod tests {
             kernel: "/k/bzImage".into(),
             initrd: "/r/initrd.cpio".into(),
             socket: "/r/events.sock".into(),
+            monitor: (accel == Accel::Tcg).then(|| "/r/monitor.sock".into()),
             tsc_khz: (accel == Accel::Tcg).then_some(2_596_101),
             bios: None,
         }
@@ -157,7 +163,8 @@ mod tests {
             "qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2G -nodefaults -no-user-config -display none \
              -no-reboot -serial stdio -kernel /k/bzImage -initrd /r/initrd.cpio \
              -append 'console=ttyS0 panic=-1 oops=panic quiet tsc_early_khz=2596101 tsc=reliable' \
-             -chardev socket,id=events,path=/r/events.sock -serial chardev:events"
+             -chardev socket,id=events,path=/r/events.sock -serial chardev:events \
+             -monitor unix:/r/monitor.sock,server=on,wait=off"
         );
         let kvm = config(Accel::Kvm).command_line();
         assert!(kvm.starts_with("qemu-system-x86_64 -accel kvm -cpu host ") && !kvm.contains("tsc_early_khz"), "{kvm}");

@@ -88,6 +88,7 @@ pub fn run_in_guest(kernel: &str, accel: AccelChoice, args: Vec<String>, files: 
         kernel,
         initrd: initrd.path.clone(),
         socket,
+        monitor: None,
         tsc_khz: if accel == Accel::Tcg { super::tsc::host_tsc_khz() } else { None },
         bios: super::command::qboot(),
     };

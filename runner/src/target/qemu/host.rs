@@ -92,6 +92,7 @@ pub fn run(
         kernel,
         initrd: initrd.path.clone(),
         socket: run_dir.join("events.sock"),
+        monitor: Some(run_dir.join("monitor.sock")),
         tsc_khz: tsc.join().ok().flatten(),
         bios: super::command::qboot(),
     };

@@ -206,6 +206,9 @@ impl Manager {
         if report.end != BootEnd::Finished {
             line.push_str(&format!("; in flight: {}; console: {}", list_or_none(&in_flight), log.display()));
         }
+        for cpu in &report.cpus {
+            line.push_str(&format!("\n  {cpu}"));
+        }
         if let (Some((init, runner, probed)), Some(seen)) = (report.timeline, report.run_started) {
             let s = |d: Duration| format!("{:.2}", d.as_secs_f64());
             line.push_str(&format!(
@@ -445,6 +448,13 @@ fn console_text(report: &BootReport, log: &Path) -> String {
     for l in &report.tail {
         s.push_str(l);
         s.push('\n');
+    }
+    if !report.cpus.is_empty() {
+        s.push_str("--- where the guest's CPUs were (QEMU monitor) ---\n");
+        for l in &report.cpus {
+            s.push_str(l);
+            s.push('\n');
+        }
     }
     if !report.qemu_stderr.trim().is_empty() {
         s.push_str("--- QEMU's stderr ---\n");

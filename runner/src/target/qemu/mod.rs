@@ -13,6 +13,7 @@ pub mod host;
 pub mod initramfs;
 pub mod kernel;
 pub mod manager;
+pub mod monitor;
 pub mod pid1;
 pub mod port;
 pub mod protocol;
