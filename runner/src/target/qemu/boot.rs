@@ -223,7 +223,9 @@ pub fn boot(qemu: &QemuConfig, console_log: &Path, limits: &Limits, handler: &mu
     };
     drop(tx);
     let cpus = match (&end, &qemu.monitor) {
-        (BootEnd::Silent(_) | BootEnd::Overdue { .. }, Some(monitor)) => where_the_cpus_are(monitor, console_log),
+        (BootEnd::Silent(_) | BootEnd::Overdue { .. }, Some(monitor)) => {
+            where_the_cpus_are(monitor, &qemu.kernel, console_log)
+        }
         _ => Vec::new(),
     };
     // Whatever happened, QEMU goes now; lines already sent still count.
@@ -266,12 +268,13 @@ pub fn boot(qemu: &QemuConfig, console_log: &Path, limits: &Limits, handler: &mu
 
 /// Asks QEMU's monitor for every CPU's registers, keeps them beside the console log, and sums
 /// them up.
-fn where_the_cpus_are(monitor: &Path, console_log: &Path) -> Vec<String> {
+fn where_the_cpus_are(monitor: &Path, kernel: &Path, console_log: &Path) -> Vec<String> {
     match super::monitor::cpu_registers(monitor) {
         Ok(text) => {
             let kept = console_log.with_extension("cpus.txt");
             let _ = std::fs::write(&kept, &text);
-            let mut lines = super::monitor::summarize(&text);
+            let symbols = super::monitor::Symbols::for_kernel(kernel);
+            let mut lines = super::monitor::summarize(&text, &symbols);
             lines.push(format!("(all registers: {})", kept.display()));
             lines
         }

@@ -84,8 +84,9 @@ pub fn qboot() -> Option<PathBuf> {
 }
 
 /// Kernel parameters: console on the first serial port; an oops is a panic and a panic
-/// reboots at once, which `-no-reboot` turns into QEMU exiting.
-pub const APPEND: &str = "console=ttyS0 panic=-1 oops=panic quiet";
+/// reboots at once, which `-no-reboot` turns into QEMU exiting; no KASLR, so that the addresses
+/// in a hang report (monitor.rs) are those of the kernel's System.map.
+pub const APPEND: &str = "console=ttyS0 panic=-1 oops=panic nokaslr quiet";
 
 impl QemuConfig {
     pub fn args(&self) -> Vec<String> {
@@ -162,7 +163,7 @@ mod tests {
             config(Accel::Tcg).command_line(),
             "qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2G -nodefaults -no-user-config -display none \
              -no-reboot -serial stdio -kernel /k/bzImage -initrd /r/initrd.cpio \
-             -append 'console=ttyS0 panic=-1 oops=panic quiet tsc_early_khz=2596101 tsc=reliable' \
+             -append 'console=ttyS0 panic=-1 oops=panic nokaslr quiet tsc_early_khz=2596101 tsc=reliable' \
              -chardev socket,id=events,path=/r/events.sock -serial chardev:events \
              -monitor unix:/r/monitor.sock,server=on,wait=off"
         );
