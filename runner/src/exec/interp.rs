@@ -54,12 +54,15 @@ pub fn run_case(
                     let call = format!("thread `{thread}`, iteration {iteration}: {call} (seed {:#x})", report.seed);
                     return failure(mismatch.expected, mismatch.actual, call, location(case, &inner));
                 }
-                Some(RaceFailure::Hang { thread, step: inner }) => {
-                    let actual = format!(
+                Some(RaceFailure::Hang { thread, step: inner, guest }) => {
+                    let mut actual = format!(
                         "thread `{thread}` was still in its step ({}) {:.1} s after the race ended; kicked with SIGUSR1",
                         inner.text,
                         super::race::grace().as_secs_f64()
                     );
+                    if let Some(guest) = guest {
+                        actual.push_str(&format!("; {guest}"));
+                    }
                     let call = format!("race (seed {:#x})", report.seed);
                     return failure(
                         "every thread stops within the grace period (a vCPU leaves KVM_RUN when asked)".into(),

@@ -9,7 +9,7 @@ use super::interp::{Judged, perform_and_judge};
 use super::observe::Mismatch;
 use super::world::{CaseError, World};
 use crate::suite::Requirement;
-use crate::suite::step::{Race, RaceThread, Repeat, Step};
+use crate::suite::step::{Op, Race, RaceThread, Repeat, Step};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,8 +36,9 @@ pub enum RaceFailure {
     Step { thread: String, iteration: u64, step: Step, mismatch: Mismatch, call: String },
     /// gmemconf could not carry a step out.
     Error { thread: String, message: String },
-    /// A vCPU thread did not leave KVM_RUN within the grace period after the race ended.
-    Hang { thread: String, step: Step },
+    /// A vCPU thread did not leave KVM_RUN within the grace period after the race ended; for a
+    /// board program, whether its guest was still counting passes while the stop flag was set.
+    Hang { thread: String, step: Step, guest: Option<String> },
 }
 
 pub struct RaceReport {
@@ -282,7 +283,8 @@ fn watch(shared: &Shared, start: Instant) -> bool {
         if late >= grace && last_kick.is_none_or(|k| k.elapsed() >= KICK_EVERY) {
             for (i, thread) in shared.race.threads.iter().enumerate().filter(|(i, _)| running(*i)) {
                 if let Some(step) = thread.steps.get(shared.current[i].load(Ordering::SeqCst)) {
-                    shared.fail(RaceFailure::Hang { thread: thread.name.clone(), step: step.clone() });
+                    let guest = if last_kick.is_none() { guest_progress(shared, step) } else { None };
+                    shared.fail(RaceFailure::Hang { thread: thread.name.clone(), step: step.clone(), guest });
                 }
                 kick(shared.pthreads[i].load(Ordering::SeqCst));
             }
@@ -292,6 +294,34 @@ fn watch(shared: &Shared, start: Instant) -> bool {
     }
     true
 }
+
+/// Whether the board program of a stuck `guest` step still makes passes (counted in the board
+/// page, as the host sees it) while the stop flag is set in that same page.
+fn guest_progress(shared: &Shared, step: &Step) -> Option<String> {
+    let Op::Guest { vcpu, program } = &step.op else { return None };
+    if !program.uses_board() {
+        return None;
+    }
+    let id = shared.world.vcpu(vcpu).ok()?.id;
+    let passes = || shared.board.guest_counter(id, super::board::C_PASSES);
+    let (before, stop) = (passes(), shared.board.stopped());
+    std::thread::sleep(PROGRESS_WINDOW);
+    let made = passes().wrapping_sub(before);
+    Some(if made > 0 {
+        format!(
+            "its guest made {made} passes in {} ms with the stop flag {}set in the page it reads",
+            PROGRESS_WINDOW.as_millis(),
+            if stop { "" } else { "not " }
+        )
+    } else {
+        format!(
+            "its guest made no pass in {} ms (not running, or not reaching the board page the host sees)",
+            PROGRESS_WINDOW.as_millis()
+        )
+    })
+}
+
+const PROGRESS_WINDOW: Duration = Duration::from_millis(200);
 
 fn now_since(t: Instant) -> Duration {
     Instant::now().saturating_duration_since(t)
