@@ -309,7 +309,7 @@ fn guest_progress(shared: &Shared, step: &Step) -> Option<String> {
     let made = passes().wrapping_sub(before);
     Some(if made > 0 {
         format!(
-            "its guest made {made} passes in {} ms with the stop flag {}set in the page it reads",
+            "its guest made {made} passes in {} ms while the host's view of the board page had the stop flag {}set",
             PROGRESS_WINDOW.as_millis(),
             if stop { "" } else { "not " }
         )
