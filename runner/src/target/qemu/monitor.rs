@@ -48,14 +48,14 @@ fn count_prompts(bytes: &[u8]) -> usize {
 pub struct Symbols(Vec<(u64, String)>);
 
 impl Symbols {
-    /// The System.map beside the image, or at the top of the build tree it came from (the image
-    /// at `arch/x86/boot/bzImage`), or in the build directory gmemconf's cache records.
+    /// The System.map beside the image, or in the build directory gmemconf's cache records for
+    /// it, or at the top of the build tree it came from (the image at `arch/x86/boot/bzImage`).
     pub fn for_kernel(bzimage: &Path) -> Symbols {
         let dir = bzimage.parent().unwrap_or(Path::new("."));
         let recorded = std::fs::read_to_string(dir.join("info")).ok().and_then(|info| {
             info.lines().find_map(|l| l.strip_prefix("build: ")).map(|d| Path::new(d.trim()).join("System.map"))
         });
-        let candidates = [Some(dir.join("System.map")), Some(dir.join("../../../System.map")), recorded];
+        let candidates = [Some(dir.join("System.map")), recorded, Some(dir.join("../../../System.map"))];
         candidates
             .into_iter()
             .flatten()
