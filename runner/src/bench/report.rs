@@ -69,7 +69,7 @@ pub fn run_all(b: &Bench, probe: &Probe) -> Result<bool, String> {
     let a = interp::compare(b.iterations)?;
     println!("{}", a.line());
     all_met &= a.meets_target();
-    let r = race::compare(b.race_duration)?;
+    let r = race::compare(b.race_duration, probe)?;
     println!("{}", r.line());
     all_met &= r.meets_target();
     println!("suite wall times (each case in its own process, as `gmemconf run` does):");

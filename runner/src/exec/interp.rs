@@ -134,17 +134,22 @@ pub enum Judged {
 /// Performs one plain step (in a forked copy when it expects a signal) and judges what it
 /// observed against its expectation, resolved on this target.
 pub fn perform_and_judge(w: &World, step: &Step, met: &Met) -> Result<Observed, Judged> {
-    let expected = step.expect.resolve(&|r| met(r, &step.vm_types));
-    let observed = if matches!(expected.result, ResultExp::Signal(_)) {
-        perform_in_fork(w, &step.op)
-    } else {
-        perform(w, &step.op)
-    }
-    .map_err(|CaseError(message)| Judged::Error(message))?;
-    match judge(expected, step.op.implied_fields(), step.op.invariant_fields(), &observed, step.op.fields()) {
+    let observed = if expects_signal(step, met) { perform_in_fork(w, &step.op) } else { perform(w, &step.op) }
+        .map_err(|CaseError(message)| Judged::Error(message))?;
+    match judge_step(step, met, &observed) {
         Ok(()) => Ok(observed),
         Err(mismatch) => Err(Judged::Mismatch { mismatch, call: observed.call.into_owned() }),
     }
+}
+
+pub fn expects_signal(step: &Step, met: &Met) -> bool {
+    matches!(step.expect.resolve(&|r| met(r, &step.vm_types)).result, ResultExp::Signal(_))
+}
+
+/// Judges what a step observed against its expectation, resolved on this target.
+pub fn judge_step(step: &Step, met: &Met, observed: &Observed) -> Result<(), Mismatch> {
+    let expected = step.expect.resolve(&|r| met(r, &step.vm_types));
+    judge(expected, step.op.implied_fields(), step.op.invariant_fields(), observed, step.op.fields())
 }
 
 fn location(case: &Case, step: &Step) -> String {
@@ -200,9 +205,10 @@ pub fn perform(w: &World, op: &Op) -> Result<Observed, CaseError> {
         }
         Op::PreFault { vcpu, gpa, size, flags } => attr::pre_fault(w, vcpu, *gpa, *size, *flags),
         Op::EnableCap { vm, cap, flags, args } => attr::enable_cap(w, vm, *cap, *flags, *args),
-        Op::PunchCycle { gmem, pages } => race_ops::punch_cycle(w, gmem, pages),
-        Op::HostCheck { pages } => race_ops::host_check(w, pages),
-        Op::PunchVerify { gmem, pages } => race_ops::punch_verify(w, gmem, pages),
+        Op::PunchCycle { .. } | Op::HostCheck { .. } | Op::PunchVerify { .. } => {
+            let targets = race_ops::BoardTargets::of(w, op)?.ok_or_else(|| CaseError("not a board step".into()))?;
+            Ok(race_ops::perform_board(&targets, op)?.into_observed(op))
+        }
         Op::Sleep { duration } => {
             std::thread::sleep(*duration);
             Ok(Observed::new(ObsResult::Ok(0), format!("sleep {} ms", duration.as_millis())))

@@ -5,8 +5,9 @@
 //! steps), so a failing schedule can be replayed as closely as real concurrency allows.
 
 use super::board::{Board, GUEST_COUNTERS};
-use super::interp::{Judged, perform_and_judge};
+use super::interp::{Judged, expects_signal, judge_step, perform_and_judge};
 use super::observe::Mismatch;
+use super::ops_race::{BoardStep, BoardTargets, clean_observation, perform_board};
 use super::world::{CaseError, World};
 use crate::suite::Requirement;
 use crate::suite::step::{Op, Race, RaceThread, Repeat, Step};
@@ -112,6 +113,8 @@ struct Shared {
     iterations: Vec<AtomicU64>,
     /// pthread ids of the threads, for kicking a vCPU out of KVM_RUN.
     pthreads: Vec<AtomicU64>,
+    /// Kernel thread ids, for what /proc says of a thread that will not stop.
+    tids: Vec<AtomicU64>,
     running: Vec<AtomicBool>,
     /// The step each thread is performing (index into its steps), for hang reports.
     current: Vec<AtomicUsize>,
@@ -170,6 +173,7 @@ pub fn run_race(world: &Arc<World>, race: &Race, met: Arc<Met>) -> RaceReport {
         failure: Mutex::new(None),
         iterations: (0..n).map(|_| AtomicU64::new(0)).collect(),
         pthreads: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        tids: (0..n).map(|_| AtomicU64::new(0)).collect(),
         running: (0..n).map(|_| AtomicBool::new(true)).collect(),
         current: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         watcher: std::thread::current(),
@@ -183,6 +187,8 @@ pub fn run_race(world: &Arc<World>, race: &Race, met: Arc<Met>) -> RaceReport {
             seed_thread(seed, i);
             // SAFETY: pthread_self has no preconditions.
             mine.pthreads[i].store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
+            // SAFETY: gettid has no preconditions.
+            mine.tids[i].store(unsafe { libc::gettid() } as u64, Ordering::SeqCst);
             let thread = &mine.race.threads[i];
             run_thread(&mine, i, thread);
             mine.running[i].store(false, Ordering::SeqCst);
@@ -213,16 +219,32 @@ pub fn run_race(world: &Arc<World>, race: &Race, met: Arc<Met>) -> RaceReport {
 }
 
 fn run_thread(shared: &Shared, index: usize, thread: &RaceThread) {
+    let board_step: Vec<bool> = thread.steps.iter().map(|step| is_board_step(shared, step)).collect();
+    let mut hot: Vec<HotStep> = thread.steps.iter().map(|_| HotStep::default()).collect();
+    let mut world_seen = shared.world.version();
     let mut iteration = 0;
     while !shared.should_stop(thread, iteration) {
         for (s, step) in thread.steps.iter().enumerate() {
             if shared.halt.load(Ordering::SeqCst) {
                 return;
             }
-            shared.current[index].store(s, Ordering::SeqCst);
+            shared.current[index].store(s, Ordering::Relaxed);
             pause();
-            match perform_and_judge(&shared.world, step, &*shared.met) {
-                Ok(_) => {}
+            let world_now = shared.world.version();
+            let is_hot = board_step[s];
+            if world_now != world_seen || !is_hot {
+                // Objects looked up earlier are let go before anything else happens: a step that
+                // closed or unmapped one must find it closed, in this thread and in the others.
+                hot.iter_mut().for_each(|h| h.targets = None);
+                world_seen = world_now;
+            }
+            let judged = if is_hot {
+                perform_board_step(shared, step, &mut hot[s])
+            } else {
+                perform_and_judge(&shared.world, step, &*shared.met).map(drop)
+            };
+            match judged {
+                Ok(()) => {}
                 Err(Judged::Error(message)) => {
                     shared.fail(RaceFailure::Error { thread: thread.name.clone(), message });
                     return;
@@ -240,8 +262,50 @@ fn run_thread(shared: &Shared, index: usize, thread: &RaceThread) {
             }
         }
         iteration += 1;
-        shared.iterations[index].store(iteration, Ordering::SeqCst);
+        shared.iterations[index].store(iteration, Ordering::Relaxed);
     }
+}
+
+/// A board step of a race thread: the objects it uses, kept while the World is unchanged and only
+/// other board steps run in between, and the judgement of its `Clean` outcome, made once, since
+/// it is the same observation every time.
+#[derive(Default)]
+struct HotStep {
+    targets: Option<BoardTargets>,
+    clean: Option<Result<(), Mismatch>>,
+}
+
+fn is_board_step(shared: &Shared, step: &Step) -> bool {
+    matches!(step.op, Op::PunchCycle { .. } | Op::HostCheck { .. } | Op::PunchVerify { .. })
+        && !expects_signal(step, &*shared.met)
+}
+
+/// Performs a board step and judges it exactly as `perform_and_judge` would, without building the
+/// observation of a clean outcome.
+fn perform_board_step(shared: &Shared, step: &Step, hot: &mut HotStep) -> Result<(), Judged> {
+    let error = |CaseError(message)| Judged::Error(message);
+    let targets = match hot.targets.take() {
+        Some(t) => t,
+        None => BoardTargets::of(&shared.world, &step.op)
+            .map_err(error)?
+            .ok_or_else(|| Judged::Error(format!("`{}` is not a board step", step.op.name())))?,
+    };
+    let outcome = perform_board(&targets, &step.op).map_err(error)?;
+    if BoardTargets::reusable(&step.op) {
+        hot.targets = Some(targets);
+    }
+    let observed = match outcome {
+        BoardStep::Clean => {
+            let verdict = hot.clean.get_or_insert_with(|| judge_step(step, &*shared.met, &clean_observation(&step.op)));
+            return verdict.clone().map_err(|mismatch| Judged::Mismatch {
+                mismatch,
+                call: clean_observation(&step.op).call.into_owned(),
+            });
+        }
+        BoardStep::Observed(o) => o,
+    };
+    judge_step(step, &*shared.met, &observed)
+        .map_err(|mismatch| Judged::Mismatch { mismatch, call: observed.call.into_owned() })
 }
 
 /// A short random pause between steps, so that a seed gives a different schedule from another.
@@ -283,7 +347,11 @@ fn watch(shared: &Shared, start: Instant) -> bool {
         if late >= grace && last_kick.is_none_or(|k| k.elapsed() >= KICK_EVERY) {
             for (i, thread) in shared.race.threads.iter().enumerate().filter(|(i, _)| running(*i)) {
                 if let Some(step) = thread.steps.get(shared.current[i].load(Ordering::SeqCst)) {
-                    let guest = if last_kick.is_none() { guest_progress(shared, step) } else { None };
+                    let guest = if last_kick.is_none() {
+                        guest_progress(shared, step, shared.tids[i].load(Ordering::SeqCst))
+                    } else {
+                        None
+                    };
                     shared.fail(RaceFailure::Hang { thread: thread.name.clone(), step: step.clone(), guest });
                 }
                 kick(shared.pthreads[i].load(Ordering::SeqCst));
@@ -295,30 +363,85 @@ fn watch(shared: &Shared, start: Instant) -> bool {
     true
 }
 
-/// Whether the board program of a stuck `guest` step still makes passes (counted in the board
-/// page, as the host sees it) while the stop flag is set in that same page.
-fn guest_progress(shared: &Shared, step: &Step) -> Option<String> {
+/// What a stuck `guest` step's thread does over a short window: whether its board program still
+/// makes passes (counted in the board page, as the host sees it) while the stop flag is set in
+/// that same page, and where the thread spends its time (see `ThreadTimes`).
+fn guest_progress(shared: &Shared, step: &Step, tid: u64) -> Option<String> {
     let Op::Guest { vcpu, program } = &step.op else { return None };
-    if !program.uses_board() {
-        return None;
-    }
     let id = shared.world.vcpu(vcpu).ok()?.id;
     let passes = || shared.board.guest_counter(id, super::board::C_PASSES);
-    let (before, stop) = (passes(), shared.board.stopped());
+    let (before, stop, times) = (passes(), shared.board.stopped(), ThreadTimes::read(tid));
     std::thread::sleep(PROGRESS_WINDOW);
     let made = passes().wrapping_sub(before);
-    Some(if made > 0 {
+    let window = PROGRESS_WINDOW.as_millis();
+    let mut said = if !program.uses_board() {
+        String::new()
+    } else if made > 0 {
         format!(
-            "its guest made {made} passes in {} ms while the host's view of the board page had the stop flag {}set",
-            PROGRESS_WINDOW.as_millis(),
+            "its guest made {made} passes in {window} ms while the host's view of the board page had the stop flag {}set",
             if stop { "" } else { "not " }
         )
     } else {
+        format!("its guest made no pass in {window} ms (not running, or not reaching the board page the host sees)")
+    };
+    if let (Some(a), Some(b)) = (times, ThreadTimes::read(tid)) {
+        if !said.is_empty() {
+            said.push_str("; ");
+        }
+        said.push_str(&a.compared_with(&b, window));
+    }
+    (!said.is_empty()).then_some(said)
+}
+
+/// From /proc/self/task/TID/stat and wchan: the thread's state and its CPU time, split into time
+/// in the guest, in the kernel and in user space. A vCPU stuck in KVM_RUN shows which: a guest that
+/// runs but never sees the stop flag, the kernel looping without entering the guest, or a thread
+/// asleep (and where). Guest time is what the kernel accounts as such: hardware virtualization
+/// does (also QEMU's emulated SVM); a software KVM counts its guest as kernel time.
+struct ThreadTimes {
+    state: char,
+    user: u64,
+    system: u64,
+    guest: u64,
+    wchan: String,
+}
+
+impl ThreadTimes {
+    fn read(tid: u64) -> Option<ThreadTimes> {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+        // The command name in parentheses may hold spaces: fields are counted after its ')'.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        // Fields 3, 14, 15 and 43 of proc(5), here 0, 11, 12 and 40.
+        let at = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        let wchan = std::fs::read_to_string(format!("/proc/self/task/{tid}/wchan")).unwrap_or_default();
+        Some(ThreadTimes {
+            state: fields.first()?.chars().next()?,
+            user: at(11)?,
+            system: at(12)?,
+            guest: at(40)?,
+            wchan: wchan.trim().to_string(),
+        })
+    }
+
+    fn compared_with(&self, later: &ThreadTimes, window_ms: u128) -> String {
+        // SAFETY: sysconf has no preconditions.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
+        let ms = |a: u64, b: u64| b.saturating_sub(a) * 1000 / hz;
+        // proc(5): utime includes guest time.
+        let guest = ms(self.guest, later.guest);
+        let user = ms(self.user, later.user).saturating_sub(guest);
+        let waiting = if later.wchan.is_empty() || later.wchan == "0" {
+            String::new()
+        } else {
+            format!(", waiting in {}", later.wchan)
+        };
         format!(
-            "its guest made no pass in {} ms (not running, or not reaching the board page the host sees)",
-            PROGRESS_WINDOW.as_millis()
+            "its thread, state {}{waiting}, spent {guest} ms in the guest, {} ms in the kernel and {user} ms in user space of those {window_ms} ms",
+            later.state,
+            ms(self.system, later.system),
         )
-    })
+    }
 }
 
 const PROGRESS_WINDOW: Duration = Duration::from_millis(200);
@@ -383,4 +506,31 @@ fn summarize(shared: &Shared, seed: u64, elapsed: Duration) -> String {
         parts.push(format!("guest exits {}", e.join(", ")));
     }
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_thread_reads_as_running_with_its_times_split() {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u64;
+        let before = ThreadTimes::read(tid).expect("this thread's stat is readable");
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(30) {
+            std::hint::black_box(());
+        }
+        let after = ThreadTimes::read(tid).expect("still readable");
+        assert_eq!(after.state, 'R');
+        assert!(after.user + after.system >= before.user + before.system);
+        let said = before.compared_with(&after, 30);
+        assert!(said.starts_with("its thread, state R, spent 0 ms in the guest, "), "{said}");
+        assert!(said.ends_with("of those 30 ms"), "{said}");
+    }
+
+    #[test]
+    fn a_thread_that_is_gone_has_no_times() {
+        assert!(ThreadTimes::read(u64::from(u32::MAX)).is_none());
+    }
 }

@@ -9,6 +9,7 @@ use crate::kvm::{Kvm, KvmError, Vcpu, Vm};
 use crate::suite::step::FdRef;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// Guest programs run from anonymous memory in its own memslot, out of the way of the memslots a
@@ -116,6 +117,9 @@ impl Obj {
 pub struct World {
     pub kvm: Kvm,
     objects: Mutex<HashMap<String, Obj>>,
+    /// Counts changes to `objects`: whoever keeps objects it looked up may keep them only while
+    /// this is unchanged (a race thread's board steps, see exec::race).
+    version: AtomicU64,
     /// The race control memory shared by host threads and guests; made on first use.
     board: OnceLock<Result<Arc<Board>, String>>,
 }
@@ -138,7 +142,12 @@ pub struct HeldFd {
 
 impl World {
     pub fn new() -> Result<World, KvmError> {
-        Ok(World { kvm: Kvm::open()?, objects: Mutex::new(HashMap::new()), board: OnceLock::new() })
+        Ok(World {
+            kvm: Kvm::open()?,
+            objects: Mutex::new(HashMap::new()),
+            version: AtomicU64::new(0),
+            board: OnceLock::new(),
+        })
     }
 
     fn objects(&self) -> MutexGuard<'_, HashMap<String, Obj>> {
@@ -146,12 +155,23 @@ impl World {
     }
 
     pub fn insert(&self, name: &str, obj: Obj) {
-        self.objects().insert(name.to_string(), obj);
+        let old = {
+            let mut objects = self.objects();
+            self.version.fetch_add(1, Ordering::SeqCst);
+            objects.insert(name.to_string(), obj)
+        };
+        drop(old);
     }
 
     /// Takes the object out; it is closed or unmapped when the last user lets go of it.
     pub fn remove(&self, name: &str) -> Option<Obj> {
-        self.objects().remove(name)
+        let mut objects = self.objects();
+        self.version.fetch_add(1, Ordering::SeqCst);
+        objects.remove(name)
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
     }
 
     pub fn get(&self, name: &str) -> Option<Obj> {
