@@ -40,7 +40,8 @@ pub fn vcpu(w: &World, name: &str, vm_name: &str, id: u64) -> Result<Observed, C
             c
         }
     };
-    let vcpu = VcpuObj { vcpu: Mutex::new(Vcpu::new(fd)), code, id, vm: Arc::downgrade(&vm) };
+    let vcpu =
+        VcpuObj { vcpu: Mutex::new(Vcpu::new(fd)), code, id, vm: Arc::downgrade(&vm), running_stats: Mutex::new(None) };
     w.insert(name, Obj::Vcpu(Arc::new(vcpu)));
     Ok(Observed::new(ObsResult::Ok(0), call))
 }
@@ -201,6 +202,7 @@ pub fn guest(w: &World, vcpu_name: &str, program: &Program) -> Result<Observed, 
     let mut vmm = super::ops_attr::Conversions::new(vm.as_ref().map(|v| &v.vm));
     let report = {
         let mut vcpu = obj.lock();
+        let _stats = obj.publish_stats(vcpu.stats().ok());
         let _running = board.as_ref().map(|b| GuestRunning::enter(b));
         let mut answer = |nr, args: &[u64; 6]| vmm.answer(nr, args);
         // SAFETY: the code page is CODE_PAGE bytes of our own anonymous memory, this vCPU's alone,

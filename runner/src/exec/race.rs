@@ -368,11 +368,15 @@ fn watch(shared: &Shared, start: Instant) -> bool {
 /// that same page, and where the thread spends its time (see `ThreadTimes`).
 fn guest_progress(shared: &Shared, step: &Step, tid: u64) -> Option<String> {
     let Op::Guest { vcpu, program } = &step.op else { return None };
-    let id = shared.world.vcpu(vcpu).ok()?.id;
+    let obj = shared.world.vcpu(vcpu).ok()?;
+    let id = obj.id;
+    let stats = obj.running_stats();
     let passes = || shared.board.guest_counter(id, super::board::C_PASSES);
-    let (before, stop, times) = (passes(), shared.board.stopped(), ThreadTimes::read(tid));
+    let kvm_counts = || stats.as_ref().map(|s| s.read()).unwrap_or_default();
+    let (before, stop, times, counted) = (passes(), shared.board.stopped(), ThreadTimes::read(tid), kvm_counts());
     std::thread::sleep(PROGRESS_WINDOW);
     let made = passes().wrapping_sub(before);
+    let grown = crate::kvm::stats::Stats::grown(&counted, &kvm_counts());
     let window = PROGRESS_WINDOW.as_millis();
     let mut said = if !program.uses_board() {
         String::new()
@@ -389,6 +393,17 @@ fn guest_progress(shared: &Shared, step: &Step, tid: u64) -> Option<String> {
             said.push_str("; ");
         }
         said.push_str(&a.compared_with(&b, window));
+    }
+    if stats.is_some() {
+        if !said.is_empty() {
+            said.push_str("; ");
+        }
+        if grown.is_empty() {
+            said.push_str("KVM counted nothing for this vCPU meanwhile (no exit, no fault)");
+        } else {
+            let shown: Vec<&str> = grown.iter().take(STATS_SHOWN).map(String::as_str).collect();
+            said.push_str(&format!("KVM's counters for this vCPU meanwhile: {}", shown.join(", ")));
+        }
     }
     (!said.is_empty()).then_some(said)
 }
@@ -445,6 +460,8 @@ impl ThreadTimes {
 }
 
 const PROGRESS_WINDOW: Duration = Duration::from_millis(200);
+/// The vCPU statistics that grew the most, named in a hang report.
+const STATS_SHOWN: usize = 12;
 
 fn now_since(t: Instant) -> Duration {
     Instant::now().saturating_duration_since(t)

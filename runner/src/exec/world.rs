@@ -5,6 +5,7 @@
 //! as the kernel's own fd table would.
 
 use super::board::Board;
+use crate::kvm::stats::Stats;
 use crate::kvm::{Kvm, KvmError, Vcpu, Vm};
 use crate::suite::step::FdRef;
 use std::collections::HashMap;
@@ -78,6 +79,18 @@ pub struct VcpuObj {
     pub id: u64,
     /// Not an owner: closing the VM's fd must close it, whatever vCPUs remain.
     pub vm: std::sync::Weak<VmObj>,
+    /// While a guest step runs: its KVM statistics, for a report on a vCPU that does not stop.
+    /// Opened just before KVM_RUN (it needs the vCPU's lock) and closed after it.
+    pub running_stats: Mutex<Option<Arc<Stats>>>,
+}
+
+/// Withdraws a running guest step's statistics when the step ends.
+pub struct RunningStats<'a>(&'a VcpuObj);
+
+impl Drop for RunningStats<'_> {
+    fn drop(&mut self) {
+        self.0.stats_slot().take();
+    }
 }
 
 impl VcpuObj {
@@ -90,6 +103,20 @@ impl VcpuObj {
 
     pub fn lock(&self) -> MutexGuard<'_, Vcpu> {
         self.vcpu.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stats_slot(&self) -> MutexGuard<'_, Option<Arc<Stats>>> {
+        self.running_stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `stats` readable by other threads until the returned guard drops.
+    pub fn publish_stats(&self, stats: Option<Stats>) -> RunningStats<'_> {
+        *self.stats_slot() = stats.map(Arc::new);
+        RunningStats(self)
+    }
+
+    pub fn running_stats(&self) -> Option<Arc<Stats>> {
+        self.stats_slot().clone()
     }
 }
 

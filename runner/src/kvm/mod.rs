@@ -3,6 +3,7 @@
 
 pub mod gmem;
 pub mod ioctl;
+pub mod stats;
 pub mod system;
 pub mod uapi;
 pub mod vcpu;

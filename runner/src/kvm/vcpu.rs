@@ -131,6 +131,12 @@ impl Vcpu {
         self.fd.set_regs(&regs).map_err(errno).named("KVM_SET_REGS")
     }
 
+    /// This vCPU's KVM statistics (KVM_GET_STATS_FD), readable while it runs.
+    pub fn stats(&self) -> Result<super::stats::Stats, Errno> {
+        use std::os::fd::AsRawFd;
+        super::stats::Stats::open(self.fd.as_raw_fd())
+    }
+
     /// KVM_PRE_FAULT_MEMORY: on return `range.gpa`/`range.size` hold what is left to do; the
     /// ioctl's return value (0 when at least one page was processed).
     pub fn pre_fault_memory_raw(&self, range: &mut super::uapi::PreFaultMemory) -> Result<i32, Errno> {
