@@ -1,7 +1,8 @@
 //! The race engine's board steps on this host's real kernel, with a memfd in place of the
 //! guest_memfd: clean steps are judged against their expectation like any other, a page that
-//! breaks the board's rules is red, and a file another thread closed is not kept open by a
-//! thread that used it before.
+//! breaks the board's rules is red, a file another thread closed is not kept open by a thread
+//! that used it before, and a vCPU that ignores the race's end is cut and reported with where its
+//! thread spent its time and what KVM counted for it.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,18 @@ fn board_steps_are_judged_and_let_go_of_what_others_close() {
     let broken = outcome(&events, "a-page-that-breaks-the-board-rules-is-red");
     assert_eq!(broken["outcome"], "fail", "{broken}");
     assert!(broken["failure"]["actual"].as_str().unwrap_or("").contains("violation: found"), "{broken}");
+
+    let hang = outcome(&events, "a-vcpu-that-ignores-the-end-is-a-hang-and-says-where-it-is");
+    assert_eq!(hang["outcome"], "fail", "{hang}");
+    let said = hang["failure"]["actual"].as_str().unwrap_or("");
+    for part in [
+        "thread `vcpu0` was still in its step",
+        "kicked with SIGUSR1",
+        "its thread, state ",
+        "KVM's counters for this vCPU meanwhile: ",
+    ] {
+        assert!(said.contains(part), "{part:?} missing from {hang}");
+    }
 
     let closed = outcome(&events, "a-file-closed-in-a-race-is-gone-for-the-other-threads");
     assert_eq!(closed["outcome"], "error", "{closed}");

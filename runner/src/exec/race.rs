@@ -394,7 +394,7 @@ fn guest_progress(shared: &Shared, step: &Step, tid: u64) -> Option<String> {
         }
         said.push_str(&a.compared_with(&b, window));
     }
-    if stats.is_some() {
+    if !counted.is_empty() {
         if !said.is_empty() {
             said.push_str("; ");
         }
@@ -425,7 +425,7 @@ impl ThreadTimes {
     fn read(tid: u64) -> Option<ThreadTimes> {
         let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
         // The command name in parentheses may hold spaces: fields are counted after its ')'.
-        let rest = &stat[stat.rfind(')')? + 2..];
+        let rest = stat.get(stat.rfind(')')? + 2..)?;
         let fields: Vec<&str> = rest.split(' ').collect();
         // Fields 3, 14, 15 and 43 of proc(5), here 0, 11, 12 and 40.
         let at = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
