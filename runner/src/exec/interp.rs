@@ -206,8 +206,7 @@ pub fn perform(w: &World, op: &Op) -> Result<Observed, CaseError> {
         Op::PreFault { vcpu, gpa, size, flags } => attr::pre_fault(w, vcpu, *gpa, *size, *flags),
         Op::EnableCap { vm, cap, flags, args } => attr::enable_cap(w, vm, *cap, *flags, *args),
         Op::PunchCycle { .. } | Op::HostCheck { .. } | Op::PunchVerify { .. } => {
-            let targets = race_ops::BoardTargets::of(w, op)?.ok_or_else(|| CaseError("not a board step".into()))?;
-            Ok(race_ops::perform_board(&targets, op)?.into_observed(op))
+            Ok(race_ops::perform_board(&race_ops::BoardTargets::of(w, op)?, op)?.into_observed(op))
         }
         Op::Sleep { duration } => {
             std::thread::sleep(*duration);

@@ -54,16 +54,21 @@ pub struct BoardTargets {
     fd: Option<HeldFd>,
 }
 
+/// Whether `op` is one of the board steps (PunchCycle, HostCheck, PunchVerify).
+pub fn is_board_op(op: &Op) -> bool {
+    matches!(op, Op::PunchCycle { .. } | Op::HostCheck { .. } | Op::PunchVerify { .. })
+}
+
 impl BoardTargets {
-    /// Looks up what a board step uses; None for any other step.
-    pub fn of(w: &World, op: &Op) -> Result<Option<BoardTargets>, CaseError> {
+    /// Looks up what a board step uses.
+    pub fn of(w: &World, op: &Op) -> Result<BoardTargets, CaseError> {
         let (gmem, tracked) = match op {
             Op::PunchCycle { gmem, pages } | Op::PunchVerify { gmem, pages } => (Some(gmem), pages),
             Op::HostCheck { pages } => (None, pages),
-            _ => return Ok(None),
+            _ => return Err(CaseError(format!("`{}` is not a board step", op.name()))),
         };
         let fd = gmem.map(|g| w.fd(g)).transpose()?;
-        Ok(Some(BoardTargets { board: w.board()?, map: w.map(&tracked.map)?, fd }))
+        Ok(BoardTargets { board: w.board()?, map: w.map(&tracked.map)?, fd })
     }
 
     /// Whether these may be kept from one step to the next while the World is unchanged: not when

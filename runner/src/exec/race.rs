@@ -7,7 +7,7 @@
 use super::board::{Board, GUEST_COUNTERS};
 use super::interp::{Judged, expects_signal, judge_step, perform_and_judge};
 use super::observe::Mismatch;
-use super::ops_race::{BoardStep, BoardTargets, clean_observation, perform_board};
+use super::ops_race::{BoardStep, BoardTargets, clean_observation, is_board_op, perform_board};
 use super::world::{CaseError, World};
 use crate::suite::Requirement;
 use crate::suite::step::{Op, Race, RaceThread, Repeat, Step};
@@ -276,8 +276,7 @@ struct HotStep {
 }
 
 fn is_board_step(shared: &Shared, step: &Step) -> bool {
-    matches!(step.op, Op::PunchCycle { .. } | Op::HostCheck { .. } | Op::PunchVerify { .. })
-        && !expects_signal(step, &*shared.met)
+    is_board_op(&step.op) && !expects_signal(step, &*shared.met)
 }
 
 /// Performs a board step and judges it exactly as `perform_and_judge` would, without building the
@@ -286,9 +285,7 @@ fn perform_board_step(shared: &Shared, step: &Step, hot: &mut HotStep) -> Result
     let error = |CaseError(message)| Judged::Error(message);
     let targets = match hot.targets.take() {
         Some(t) => t,
-        None => BoardTargets::of(&shared.world, &step.op)
-            .map_err(error)?
-            .ok_or_else(|| Judged::Error(format!("`{}` is not a board step", step.op.name())))?,
+        None => BoardTargets::of(&shared.world, &step.op).map_err(error)?,
     };
     let outcome = perform_board(&targets, &step.op).map_err(error)?;
     if BoardTargets::reusable(&step.op) {
