@@ -2,6 +2,7 @@
 
 pub mod board;
 pub mod child;
+pub mod hang;
 pub mod interp;
 pub mod observe;
 pub mod ops_attr;

@@ -202,7 +202,7 @@ pub fn guest(w: &World, vcpu_name: &str, program: &Program) -> Result<Observed, 
     let mut vmm = super::ops_attr::Conversions::new(vm.as_ref().map(|v| &v.vm));
     let report = {
         let mut vcpu = obj.lock();
-        let _stats = obj.publish_stats(vcpu.stats().ok());
+        let _stats = obj.publish_stats(if w.racing() { vcpu.stats().ok() } else { None });
         let _running = board.as_ref().map(|b| GuestRunning::enter(b));
         let mut answer = |nr, args: &[u64; 6]| vmm.answer(nr, args);
         // SAFETY: the code page is CODE_PAGE bytes of our own anonymous memory, this vCPU's alone,

@@ -10,7 +10,7 @@ use crate::kvm::{Kvm, KvmError, Vcpu, Vm};
 use crate::suite::step::FdRef;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// Guest programs run from anonymous memory in its own memslot, out of the way of the memslots a
@@ -79,7 +79,8 @@ pub struct VcpuObj {
     pub id: u64,
     /// Not an owner: closing the VM's fd must close it, whatever vCPUs remain.
     pub vm: std::sync::Weak<VmObj>,
-    /// While a guest step runs: its KVM statistics, for a report on a vCPU that does not stop.
+    /// While a guest step of a race runs: its KVM statistics, for a report on a vCPU that does not
+    /// stop.
     /// Opened just before KVM_RUN (it needs the vCPU's lock) and closed after it.
     pub running_stats: Mutex<Option<Arc<Stats>>>,
 }
@@ -147,6 +148,9 @@ pub struct World {
     /// Counts changes to `objects`: whoever keeps objects it looked up may keep them only while
     /// this is unchanged (a race thread's board steps, see exec::race).
     version: AtomicU64,
+    /// A race is running: guest steps then keep their vCPU's statistics readable for a hang
+    /// report (exec::hang), which nothing outside a race makes.
+    racing: AtomicBool,
     /// The race control memory shared by host threads and guests; made on first use.
     board: OnceLock<Result<Arc<Board>, String>>,
 }
@@ -173,6 +177,7 @@ impl World {
             kvm: Kvm::open()?,
             objects: Mutex::new(HashMap::new()),
             version: AtomicU64::new(0),
+            racing: AtomicBool::new(false),
             board: OnceLock::new(),
         })
     }
@@ -199,6 +204,14 @@ impl World {
 
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::SeqCst)
+    }
+
+    pub fn set_racing(&self, racing: bool) {
+        self.racing.store(racing, Ordering::SeqCst);
+    }
+
+    pub fn racing(&self) -> bool {
+        self.racing.load(Ordering::SeqCst)
     }
 
     pub fn get(&self, name: &str) -> Option<Obj> {
